@@ -1,0 +1,252 @@
+"""The ``vae-anomaly`` command line (Typer): thin commands over the library, one error funnel.
+
+Exit codes (DESIGN.md §6): 0 success, 1 internal error, 2 usage, 3 invalid input data,
+4 invalid or incompatible model, 5 output cannot be written. Errors are one line on stderr;
+``--debug`` shows the traceback. Only ``fit`` and ``demo`` import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from vae_anomaly import Scorer, __version__
+from vae_anomaly.errors import VaeAnomalyError
+from vae_anomaly.io import SCORES_CSV_HEADER, atomic_write, check_output_folder, read_matrix, write_scores_csv
+
+app = typer.Typer(
+    name="vae-anomaly",
+    help="Train a VAE anomaly detector on normal data, export it to one ONNX file, score new data.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ScoreName(str, Enum):
+    neg_elbo = "neg-elbo"
+    recon_prob = "recon-prob"
+    iwae = "iwae"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """The one error funnel: VaeAnomalyError -> one line + its exit code; anything else -> exit 1."""
+    warnings.showwarning = _one_line_warning
+    try:
+        yield
+    except VaeAnomalyError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(e.exit_code) from None
+    except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+        raise  # click prints usage errors itself, with exit code 2
+    except Exception as e:
+        if _state["debug"]:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """vae-anomaly: honest, deterministic, calibrated VAE anomaly scores from one ONNX file.
+
+    Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input data, 4 invalid model,
+    5 output cannot be written.
+    """
+    _state["debug"] = debug
+
+
+def _parse_threshold(value: str) -> str | float:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"got {value!r}; expected 'auto' or a number.") from None
+
+
+def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: float, quiet: bool,
+             **config) -> dict:
+    """Read, train with a progress bar on stderr, export; return the metadata."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vae_anomaly.export import export_model
+    from vae_anomaly.train import TrainConfig, train
+
+    check_output_folder(output)  # fail before training, not after
+    X = read_matrix(normal_file)
+    X_val = read_matrix(val) if val is not None else None
+    cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
+    with Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
+                  TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
+                  TimeElapsedColumn(), console=err, disable=quiet, transient=False) as bar:
+        task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
+
+        def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
+            bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
+
+        result = train(X, X_val=X_val, config=cfg, progress=progress, name=str(normal_file))
+    meta = export_model(result, output, alpha=alpha)
+    if not quiet:
+        s = meta["training"]
+        err.print(f"wrote {output}: {s['n_train']} training rows, {s['n_val']} calibration rows, "
+                  f"best epoch {s['best_epoch']}/{s['epochs_run']}, {s['seconds']:.1f} s on {s['device']}")
+    return meta
+
+
+@app.command()
+def fit(
+    normal_file: Annotated[Path, typer.Argument(help="Normal rows: .npy, .npz (array X) or .csv.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.")] = Path("model.onnx"),
+    val: Annotated[Optional[Path], typer.Option("--val", help="Separate validation/calibration rows.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = 0.2,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto from the data size).")] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(help="Latent size (default: ceil(d/4) in [2, 16]).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = 0,
+    device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
+    alpha: Annotated[float, typer.Option(help="False-alarm rate of --threshold auto, stored in the model.")] = 0.01,
+    beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = 1.0,
+    kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
+    with _errors():
+        fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, val_fraction=val_fraction,
+                 epochs=epochs, latent_dim=latent_dim, seed=seed, device=device.value, beta=beta,
+                 kl_warmup=kl_warmup)
+
+
+def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
+               alpha: Optional[float], score: Optional[str]):
+    """Score a file; write the CSV to ``output`` (atomically) or stdout; return the ScoreResult."""
+    scorer = Scorer(model)
+    if output is not None:
+        check_output_folder(output)
+    X = read_matrix(new_file)
+    result = scorer.predict(X, score=score, threshold=threshold, alpha=alpha, name=str(new_file))
+    if output is None:
+        sys.stdout.write(SCORES_CSV_HEADER)
+        write_scores_csv(sys.stdout, result.scores, result.p_values, result.is_anomaly)
+        sys.stdout.flush()
+    else:
+        with atomic_write(output, "w") as f:
+            f.write(SCORES_CSV_HEADER)
+            write_scores_csv(f, result.scores, result.p_values, result.is_anomaly)
+    return result
+
+
+@app.command()
+def score(
+    new_file: Annotated[Path, typer.Argument(help="Rows to score: .npy, .npz (array X) or .csv.")],
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model file from 'fit'.")] = Path("model.onnx"),
+    threshold: Annotated[str, typer.Option(
+        help="'auto' flags rows whose conformal p-value <= alpha; a number flags score > it.")] = "auto",
+    alpha: Annotated[Optional[float], typer.Option(help="Override the model's alpha for --threshold auto.")] = None,
+    score_name: Annotated[Optional[ScoreName], typer.Option("--score", help="Score type (default: the model's).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="CSV file (default: stdout).")] = None,
+) -> None:
+    """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
+    with _errors():
+        score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
+                   score=score_name.value if score_name else None)
+
+
+@app.command()
+def info(model: Annotated[Path, typer.Argument(help="Model file.")] = Path("model.onnx")) -> None:
+    """Print the model's metadata as JSON on stdout."""
+    with _errors():
+        print(json.dumps(Scorer(model).metadata, indent=2))
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Argument(help="Bundled dataset: cardio, thyroid, breastw or ionosphere.")] = "cardio",
+    out_dir: Annotated[Path, typer.Option(help="Folder for the split, the model and the scores.")] = Path("demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fit on half of a bundled real dataset's normal rows, score the rest, print ROC-AUC vs IsolationForest."""
+    with _errors():
+        import numpy as np
+        from rich.table import Table
+        from sklearn.ensemble import IsolationForest
+        from sklearn.metrics import average_precision_score, roc_auc_score
+        from sklearn.preprocessing import StandardScaler
+
+        from vae_anomaly.datasets import bundled_path, load_labelled, semi_supervised_split
+
+        X, y = load_labelled(bundled_path(dataset))
+        train_idx, test_idx = semi_supervised_split(y, seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {k: out_dir / f"{k}.npy" for k in ("normal", "test", "test_labels")}
+        for key, arr in (("normal", X[train_idx]), ("test", X[test_idx]), ("test_labels", y[test_idx])):
+            with atomic_write(paths[key]) as f:
+                np.save(f, arr, allow_pickle=False)
+        model_path, scores_path = out_dir / "model.onnx", out_dir / "scores.csv"
+        err.print(f"[bold]{dataset}[/]: {len(train_idx)} normal rows to fit on; "
+                  f"{len(test_idx)} test rows ({int(y[test_idx].sum())} anomalies)")
+        err.print(f"$ vae-anomaly fit {paths['normal']} -o {model_path}")
+        fit_file(paths["normal"], model_path, val=None, alpha=0.01, quiet=quiet, seed=seed, epochs=epochs)
+        err.print(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
+        y_test = y[test_idx]
+        scorer = Scorer(model_path)
+        table = Table(title=f"{dataset}: held-out rows, --threshold auto (alpha={scorer.alpha})")
+        for col in ("detector", "ROC-AUC", "avg precision", "false-alarm rate", "recall"):
+            table.add_column(col)
+        results = {scorer.default_score: score_file(paths["test"], model_path, scores_path, threshold="auto",
+                                                    alpha=None, score=None)}
+        results.update({n: scorer.predict(X[test_idx], score=n) for n in scorer.score_names if n not in results})
+        for name, r in results.items():
+            table.add_row(f"vae {name}", f"{roc_auc_score(y_test, r.scores):.4f}",
+                          f"{average_precision_score(y_test, r.scores):.4f}",
+                          f"{r.is_anomaly[y_test == 0].mean():.4f}", f"{r.is_anomaly[y_test == 1].mean():.4f}")
+        scaler = StandardScaler().fit(X[train_idx])
+        forest = IsolationForest(random_state=seed).fit(scaler.transform(X[train_idx]))
+        s_if = -forest.score_samples(scaler.transform(X[test_idx]))
+        table.add_row("IsolationForest", f"{roc_auc_score(y_test, s_if):.4f}",
+                      f"{average_precision_score(y_test, s_if):.4f}", "-", "-")
+        Console().print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The exported model: torch/ONNX parity, determinism, batch invariance, safety of loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vae_anomaly import Scorer
+from vae_anomaly.artifact import METADATA_KEY, SCORE_OUTPUTS
+from vae_anomaly.errors import InputValidationError, ModelArtifactError, TrainingError
+
+torch = pytest.importorskip("torch")
+
+
+def _rows(cardio, rng):
+    """Held-out real rows plus far-out synthetic ones (scores over a wide range)."""
+    X_test = cardio[1][:300]
+    far = X_test[:20] + 25 * rng.standard_normal(X_test[:20].shape) * X_test.std(axis=0)
+    return np.vstack([X_test, far]).astype(np.float32)
+
+
+def test_onnxruntime_scores_match_torch(trained, model_path, cardio, rng):
+    X = _rows(cardio, rng)
+    with torch.no_grad():
+        ref = [t.numpy() for t in trained.graph(torch.as_tensor(X))]
+    scorer = Scorer(model_path)
+    for i, name in enumerate(SCORE_OUTPUTS):
+        got = scorer.score_samples(X, score=name)
+        np.testing.assert_allclose(got, ref[i], rtol=1e-4, atol=1e-3 * np.abs(ref[i]).max(), err_msg=name)
+    np.testing.assert_allclose(scorer.feature_terms(X), ref[3], rtol=1e-4, atol=1e-3 * np.abs(ref[3]).max())
+
+
+def test_feature_terms_sum_to_the_reconstruction_score(model_path, cardio):
+    scorer = Scorer(model_path)
+    X = cardio[1][:200]
+    np.testing.assert_allclose(scorer.feature_terms(X).sum(axis=1), scorer.score_samples(X, score="recon-prob"),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_scores_are_a_pure_function_of_the_row(model_path, cardio, rng):
+    """Same row, same score: in any batch, order, chunking, and on a second load."""
+    X = _rows(cardio, rng)
+    a, b = Scorer(model_path), Scorer(model_path)
+    whole = a.score_samples(X)
+    np.testing.assert_array_equal(whole, b.score_samples(X))
+    perm = rng.permutation(len(X))
+    np.testing.assert_array_equal(a.score_samples(X[perm]), whole[perm])
+    np.testing.assert_array_equal(a.score_samples(X, chunk_rows=7), whole)
+    one_by_one = np.concatenate([a.score_samples(X[i : i + 1]) for i in range(0, len(X), 37)])
+    np.testing.assert_array_equal(one_by_one, whole[::37])
+    half = len(X) // 2
+    np.testing.assert_array_equal(np.concatenate([a.score_samples(X[:half]), a.score_samples(X[half:])]), whole)
+
+
+def test_plain_onnxruntime_runs_the_file(model_path, cardio):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    meta = json.loads(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    assert meta["n_features"] == cardio[1].shape[1]
+    out = sess.run(None, {"x": cardio[1][:5].astype(np.float32)})
+    assert out[0].shape == (5,) and out[3].shape == (5, meta["n_features"])
+
+
+def test_metadata_holds_sorted_calibration_scores_of_the_validation_rows(model_path, trained):
+    scorer = Scorer(model_path)
+    meta = scorer.metadata
+    assert meta["training"]["n_val"] == len(trained.x_val) == meta["n_calibration"]
+    for name in meta["score_names"]:
+        cal = np.asarray(meta["calibration"][name])
+        np.testing.assert_array_equal(cal, np.sort(scorer.score_samples(trained.x_val, score=name)))
+
+
+def test_predict_flags_exactly_the_rows_with_p_at_most_alpha(model_path, cardio):
+    scorer = Scorer(model_path)
+    res = scorer.predict(cardio[1])
+    np.testing.assert_array_equal(res.is_anomaly, res.p_values <= scorer.alpha)
+    fixed = scorer.predict(cardio[1], threshold=float(np.median(res.scores)))
+    assert fixed.is_anomaly.sum() == np.sum(res.scores > np.median(res.scores))
+
+
+def test_anomalies_score_higher_than_normals_on_real_data(model_path, cardio):
+    from sklearn.metrics import roc_auc_score
+
+    _, X_test, y_test = cardio
+    auc = roc_auc_score(y_test, Scorer(model_path).score_samples(X_test))
+    assert auc > 0.75  # a model that learned nothing scores 0.5
+
+
+def test_scorer_refuses_wrong_feature_count_and_unknown_score(model_path):
+    scorer = Scorer(model_path)
+    with pytest.raises(InputValidationError, match="features, but the model expects"):
+        scorer.score_samples(np.zeros((3, scorer.n_features + 1)))
+    with pytest.raises(InputValidationError, match="expected one of"):
+        scorer.score_samples(np.zeros((3, scorer.n_features)), score="mse")
+
+
+def test_zero_rows_give_empty_results(model_path):
+    scorer = Scorer(model_path)
+    res = scorer.predict(np.zeros((0, scorer.n_features)))
+    assert res.scores.shape == res.p_values.shape == res.is_anomaly.shape == (0,)
+
+
+def test_corrupted_truncated_and_foreign_models_are_refused(model_path, tmp_path):
+    data = model_path.read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.onnx").write_bytes(b"not a model at all" * 10)
+    for name in ("trunc.onnx", "junk.onnx"):
+        with pytest.raises(ModelArtifactError, match="not a valid ONNX model"):
+            Scorer(tmp_path / name)
+    import onnx
+
+    model = onnx.load(str(model_path))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "nometa.onnx"))
+    with pytest.raises(ModelArtifactError, match="no 'vae_anomaly' metadata"):
+        Scorer(tmp_path / "nometa.onnx")
+    model = onnx.load(str(model_path))
+    meta = json.loads(model.metadata_props[0].value)
+    meta["schema_version"] = 99
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(tmp_path / "future.onnx"))
+    with pytest.raises(ModelArtifactError, match="schema version 99"):
+        Scorer(tmp_path / "future.onnx")
+
+
+def test_external_data_is_refused(model_path, tmp_path):
+    import onnx
+
+    model = onnx.load(str(model_path))
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    with pytest.raises(ModelArtifactError, match="external data"):
+        Scorer(tmp_path / "ext.onnx")
+
+
+def test_nan_loss_stops_training_and_writes_no_model(monkeypatch, tmp_path, cardio):
+    import vae_anomaly.train as train_mod
+
+    monkeypatch.setattr(train_mod, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingError, match="nan at epoch 1"):
+        train_mod.train(cardio[0], config=train_mod.TrainConfig(epochs=3))
+
+
+def test_tiny_input_trains_and_too_few_rows_is_refused(tmp_path, rng):
+    from vae_anomaly.export import export_model
+    from vae_anomaly.train import TrainConfig, train
+
+    X = rng.standard_normal((12, 3))  # fewer rows than a batch
+    with pytest.warns(UserWarning, match="can never flag"):
+        export_model(train(X, config=TrainConfig(epochs=2)), tmp_path / "tiny.onnx")
+    assert Scorer(tmp_path / "tiny.onnx").score_samples(X).shape == (12,)
+    with pytest.raises(InputValidationError, match="expected at least 6"):
+        train(X[:5], config=TrainConfig(epochs=2))
+
+
+def test_training_is_seeded(cardio):
+    from vae_anomaly.train import TrainConfig, train
+
+    a, b = (train(cardio[0][:200], config=TrainConfig(epochs=3, seed=7)) for _ in range(2))
+    for (ka, va), (_, vb) in zip(a.graph.state_dict().items(), b.graph.state_dict().items()):
+        assert torch.equal(va, vb), ka

@@ -1,0 +1,150 @@
+"""The model file: one self-contained ONNX graph with JSON metadata (DESIGN.md §4; no torch).
+
+Graph contract (schema version 1):
+
+* input ``x``: float32, shape (n_rows, n_features), raw (unstandardized) features;
+* outputs ``neg_elbo``, ``recon_prob``, ``iwae``: float32, shape (n_rows,), higher = more anomalous;
+* output ``feature_terms``: float32, shape (n_rows, n_features), summing to ``recon_prob``.
+
+The metadata is one JSON document under the key :data:`METADATA_KEY` of the ONNX
+``metadata_props``, so it is readable through onnxruntime's ``get_modelmeta().custom_metadata_map``
+without the ``onnx`` package. Loading refuses tensors stored as external data (the ONNX
+path-traversal CVEs: CVE-2022-25882, CVE-2024-27318, CVE-2026-27489).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelArtifactError
+
+METADATA_KEY = "vae_anomaly"
+SCHEMA_VERSION = 1
+INPUT_NAME = "x"
+#: CLI score name -> graph output name. The first is the default unless the metadata says otherwise.
+SCORE_OUTPUTS = {"neg-elbo": "neg_elbo", "recon-prob": "recon_prob", "iwae": "iwae"}
+FEATURE_TERMS_OUTPUT = "feature_terms"
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+_REQUIRED = (
+    "schema_version", "library_version", "n_features", "score_names", "default_score",
+    "alpha", "calibration", "thresholds", "training",
+)
+
+
+def read_model_bytes(path: str | os.PathLike) -> bytes:
+    """Read a model file, refusing a missing file or one over :data:`MAX_MODEL_BYTES`.
+
+    Raises
+    ------
+    ModelArtifactError
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelArtifactError(
+            f"{p}: model file not found; expected a model.onnx written by 'vae-anomaly fit'. "
+            "Fit a model first or pass -m PATH."
+        )
+    if p.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelArtifactError(f"{p}: {p.stat().st_size} bytes; expected a model under 512 MiB.")
+    return p.read_bytes()
+
+
+def _iter_tensors(graph):
+    """Every TensorProto in a graph (or a local function), its nodes' attributes and subgraphs."""
+    yield from getattr(graph, "initializer", ())
+    for sparse in getattr(graph, "sparse_initializer", ()):
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_tensors(attr.g)
+            for g in attr.graphs:
+                yield from _iter_tensors(g)
+
+
+def parse_model(data: bytes, name: str) -> tuple[Any, dict]:
+    """Parse model bytes, refuse external data, and return (ModelProto, metadata dict).
+
+    Raises
+    ------
+    ModelArtifactError
+        Not an ONNX protobuf, tensors in external data, no vae-anomaly metadata, an unknown
+        schema version, or graph inputs/outputs that disagree with the metadata.
+    """
+    import onnx  # the protobuf bindings; no torch
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:  # protobuf raises its own DecodeError and sometimes RuntimeError
+        raise ModelArtifactError(
+            f"{name}: not a valid ONNX model (protobuf parsing failed); the file is corrupted or "
+            "truncated. Re-create it with 'vae-anomaly fit'."
+        ) from None
+    for g in [model.graph, *model.functions]:
+        for t in _iter_tensors(g):
+            if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+                raise ModelArtifactError(
+                    f"{name}: tensor {t.name!r} is stored as external data; expected a "
+                    "self-contained model. External data is refused for safety."
+                )
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise ModelArtifactError(
+            f"{name}: ONNX model has no {METADATA_KEY!r} metadata; expected a model written by "
+            "'vae-anomaly fit'."
+        )
+    try:
+        meta = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ModelArtifactError(f"{name}: metadata is not valid JSON ({e}).") from None
+    check_metadata(meta, name)
+    inputs = [i.name for i in model.graph.input]
+    outputs = {o.name for o in model.graph.output}
+    expected_out = {SCORE_OUTPUTS[s] for s in meta["score_names"]} | {FEATURE_TERMS_OUTPUT}
+    if inputs != [INPUT_NAME] or not expected_out <= outputs:
+        raise ModelArtifactError(
+            f"{name}: graph inputs {inputs} / outputs {sorted(outputs)} disagree with the metadata; "
+            f"expected input [{INPUT_NAME!r}] and outputs {sorted(expected_out)}."
+        )
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != 2 or dims[1].dim_value != meta["n_features"]:
+        raise ModelArtifactError(
+            f"{name}: graph input shape disagrees with metadata n_features={meta['n_features']}."
+        )
+    return model, meta
+
+
+def check_metadata(meta: dict, name: str) -> None:
+    """Check the metadata's schema version and required keys.
+
+    Raises
+    ------
+    ModelArtifactError
+    """
+    if not isinstance(meta, dict):
+        raise ModelArtifactError(f"{name}: metadata is not a JSON object.")
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ModelArtifactError(
+            f"{name}: model schema version {version!r}; this vae-anomaly reads version "
+            f"{SCHEMA_VERSION}. Re-fit the model or upgrade vae-anomaly."
+        )
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise ModelArtifactError(f"{name}: metadata lacks {missing}; the file is not a complete model.")
+    unknown = [s for s in meta["score_names"] if s not in SCORE_OUTPUTS]
+    if unknown or meta["default_score"] not in meta["score_names"]:
+        raise ModelArtifactError(f"{name}: metadata names unknown scores {unknown or meta['default_score']}.")
+    for s in meta["score_names"]:
+        cal = np.asarray(meta["calibration"].get(s, []), dtype=np.float64)
+        if cal.ndim != 1 or cal.size == 0 or np.any(np.diff(cal) < 0):
+            raise ModelArtifactError(f"{name}: calibration scores for {s!r} missing or not sorted.")

@@ -1,0 +1,124 @@
+"""Export a trained model to one self-contained ONNX file, checked against onnxruntime.
+
+The calibration scores stored in the metadata are computed by onnxruntime on the exported graph,
+so they are exactly what :class:`~vae_anomaly.scorer.Scorer` computes for the same rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import warnings
+
+import numpy as np
+import torch
+
+from . import __version__, artifact
+from .calibration import check_alpha, score_threshold, warn_if_undetectable
+from .errors import TrainingError
+from .io import atomic_write
+from .train import TrainResult
+
+#: the most calibration scores stored per score type (a seeded random subset beyond that)
+CALIBRATION_CAP = 20000
+OPSET = 18
+_OUTPUTS = [*artifact.SCORE_OUTPUTS.values(), artifact.FEATURE_TERMS_OUTPUT]
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: an unreachable threshold is stored as null."""
+    return value if np.isfinite(value) else None
+
+
+def _to_onnx_bytes(graph: torch.nn.Module, n_features: int) -> bytes:
+    """torch.export-based ONNX export, dynamic batch axis, every tensor inside the protobuf."""
+    n_rows = torch.export.Dim("n_rows", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph, (torch.zeros(3, n_features),), None, dynamo=True, external_data=False,
+            input_names=[artifact.INPUT_NAME], output_names=_OUTPUTS,
+            dynamic_shapes=({0: n_rows},), opset_version=OPSET, verbose=False, optimize=True,
+        )
+    return program.model_proto.SerializeToString()
+
+
+def _ort_scores(data: bytes, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    out = [sess.run(_OUTPUTS, {artifact.INPUT_NAME: x[i : i + 4096]}) for i in range(0, len(x), 4096)]
+    return [np.concatenate([o[j] for o in out]) for j in range(len(_OUTPUTS))]
+
+
+def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float = 0.01,
+                 default_score: str = "neg-elbo", rtol: float = 1e-3) -> dict:
+    """Write ``result`` as a self-contained ONNX model with metadata; return the metadata.
+
+    Parameters
+    ----------
+    result : the output of :func:`vae_anomaly.train.train`.
+    path : destination (written atomically; an existing file is replaced only when complete).
+    alpha : false-alarm rate of ``--threshold auto`` stored in the model.
+    default_score : the score used when none is named.
+    rtol : relative tolerance of the torch vs onnxruntime parity check.
+
+    Raises
+    ------
+    TrainingError : onnxruntime's scores disagree with torch's (nothing is written).
+    OutputWriteError : the destination cannot be written.
+    """
+    alpha = check_alpha(alpha)
+    graph, x_val = result.graph.eval(), result.x_val
+    n_features = x_val.shape[1]
+    data = _to_onnx_bytes(graph, n_features)
+
+    ort_out = _ort_scores(data, x_val)
+    with torch.no_grad():
+        torch_out = [t.numpy() for t in graph(torch.as_tensor(x_val))]
+    for name, a, b in zip(_OUTPUTS, ort_out, torch_out):
+        if not np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max()))):
+            worst = float(np.max(np.abs(a - b)))
+            raise TrainingError(f"export: onnxruntime's {name} differs from torch's by {worst:g}; "
+                                "nothing was written. Please report this as a bug.")
+
+    rng = np.random.default_rng(result.summary["config"]["seed"])
+    keep = np.sort(rng.permutation(len(x_val))[:CALIBRATION_CAP])
+    calibration = {s: np.sort(ort_out[i][keep]).astype(float).tolist()
+                   for i, s in enumerate(artifact.SCORE_OUTPUTS)}
+    warn_if_undetectable(alpha, len(keep))
+    import onnx
+    import onnxruntime
+
+    meta = {
+        "schema_version": artifact.SCHEMA_VERSION,
+        "library_version": __version__,
+        "n_features": int(n_features),
+        "feature_names": None,
+        "input_name": artifact.INPUT_NAME,
+        "outputs": dict(artifact.SCORE_OUTPUTS, feature_terms=artifact.FEATURE_TERMS_OUTPUT),
+        "score_names": list(artifact.SCORE_OUTPUTS),
+        "default_score": default_score,
+        "score_direction": "higher = more anomalous",
+        "alpha": alpha,
+        "thresholds": {s: _finite_or_none(score_threshold(np.asarray(c), alpha)) for s, c in calibration.items()},
+        "calibration_cap": CALIBRATION_CAP,
+        "calibration": calibration,
+        "n_calibration": len(keep),
+        "training": {
+            **result.summary,
+            "versions": {"vae_anomaly": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+        },
+    }
+    model = onnx.load_model_from_string(data)
+    model.producer_name, model.producer_version = "vae-anomaly", __version__
+    onnx.helper.set_model_props(model, {artifact.METADATA_KEY: json.dumps(meta)})
+    final = model.SerializeToString()
+    artifact.parse_model(final, str(path))  # the file must pass the loader's own checks
+    with atomic_write(path) as f:
+        f.write(final)
+    return meta

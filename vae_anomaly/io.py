@@ -1,0 +1,219 @@
+"""Reading input matrices and writing files atomically (numpy only, never pickle).
+
+Readers return the array as stored (any numeric dtype); :func:`vae_anomaly.validation.check_array`
+turns it into the float32 C-ordered (n_rows, n_features) matrix the model takes. Every reader
+raises :class:`~vae_anomaly.errors.InputValidationError` with a one-line message naming the file.
+
+Every file vae-anomaly writes goes through :func:`atomic_write`: a temporary file in the
+destination folder, flushed and fsync-ed, then ``os.replace``-d over the destination, so a reader
+sees either the old file or the complete new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from .errors import InputValidationError, OutputWriteError
+
+SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
+_NUMERIC_KINDS = "biuf"  # bool, signed int, unsigned int, float
+
+
+def read_matrix(path: str | os.PathLike) -> np.ndarray:
+    """Read a numeric matrix from ``.npy``, ``.npz`` or ``.csv``.
+
+    Parameters
+    ----------
+    path : path to a ``.npy`` file (a numeric array), a ``.npz`` archive (array ``X``, or its only
+        array) or a ``.csv`` file (numeric cells, comma-separated, optional header row).
+
+    Returns
+    -------
+    ndarray of any numeric dtype, as stored (shape not yet checked).
+
+    Raises
+    ------
+    InputValidationError
+        Missing file, unsupported suffix, object/string dtype (never unpickled), a header that
+        disagrees with the file size, or a non-numeric CSV cell (row and column named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputValidationError(f"{p}: file not found; expected an existing .npy, .npz or .csv file.")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return _read_npy(p)
+    if suffix == ".npz":
+        return _read_npz(p)
+    if suffix == ".csv":
+        return _read_csv(p)
+    raise InputValidationError(
+        f"{p}: unsupported file type {suffix or '(none)'!r}; expected one of "
+        f"{', '.join(SUPPORTED_SUFFIXES)}. Convert the data to one of these formats."
+    )
+
+
+def _check_dtype(p: Path, dtype: np.dtype) -> None:
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _NUMERIC_KINDS:
+        raise InputValidationError(
+            f"{p}: array has dtype {dtype}; expected a numeric dtype (bool, int or float). "
+            "Object, string, complex, structured and datetime arrays are refused."
+        )
+
+
+def _read_npy(p: Path) -> np.ndarray:
+    """Read the header first and check it against the file size before allocating anything."""
+    size = p.stat().st_size
+    try:
+        with p.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # pragma: no cover - numpy only knows these
+                raise ValueError(f"unknown format version {version}")
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, OverflowError, SyntaxError) as e:
+        raise InputValidationError(
+            f"{p}: not a valid .npy file ({e}); expected an array written by numpy.save."
+        ) from None
+    _check_dtype(p, dtype)
+    expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if expected != size:
+        raise InputValidationError(
+            f"{p}: header declares shape {shape} of {dtype} ({expected} bytes with the header) but "
+            f"the file has {size} bytes; the file is truncated or corrupted. Re-create it."
+        )
+    return np.load(p, allow_pickle=False)
+
+
+def _read_npz(p: Path) -> np.ndarray:
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if "X" in names:
+                name = "X"
+            elif len(names) == 1:
+                name = names[0]
+            else:
+                raise InputValidationError(
+                    f"{p}: archive holds arrays {names}; expected an array named 'X' or exactly one "
+                    "array. Re-save it with numpy.savez(path, X=X)."
+                )
+            arr = archive[name]
+    except InputValidationError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise InputValidationError(
+            f"{p}: not a readable .npz archive ({e}); expected arrays written by numpy.savez."
+        ) from None
+    _check_dtype(p, arr.dtype)
+    return arr
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(p: Path) -> np.ndarray:
+    """Parse a numeric CSV; a first row that is not all numbers is taken as the header."""
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputValidationError(f"{p}: cannot read as UTF-8 text CSV ({e}).") from None
+    rows = [r for r in rows if r]  # blank lines carry no data
+    if not rows:
+        raise InputValidationError(f"{p}: empty file; expected rows of comma-separated numbers.")
+    if not all(_is_number(c) for c in rows[0]):
+        header, rows = rows[0], rows[1:]
+        if not rows:
+            return np.empty((0, len(header)), dtype=np.float64)
+    width = len(rows[0])
+    out = np.empty((len(rows), width), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InputValidationError(
+                f"{p}: data row {i} has {len(row)} cells; expected {width} like the first row. "
+                "Fix the ragged row."
+            )
+        for j, cell in enumerate(row):
+            try:
+                out[i, j] = float(cell)
+            except ValueError:
+                raise InputValidationError(
+                    f"{p}: data row {i}, column {j} holds {cell[:40]!r}; expected a number. "
+                    "Remove or encode non-numeric columns."
+                ) from None
+    return out
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Return ``path``'s folder, or raise OutputWriteError if it does not exist (exit 5)."""
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputWriteError(
+            f"{dest}: folder {folder} does not exist; expected an existing folder. Create it first."
+        )
+    return folder
+
+
+def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
+                     first_row: int = 0) -> None:
+    """Write ``row,score,p_value,is_anomaly`` lines (no header) to a text file.
+
+    ``row`` is the 0-based input row (offset by ``first_row``); scores and p-values are written with
+    9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1.
+    """
+    f.writelines(
+        f"{first_row + i},{s:.9g},{p:.9g},{int(a)}\n"
+        for i, (s, p, a) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist()))
+    )
+
+
+SCORES_CSV_HEADER = "row,score,p_value,is_anomaly\n"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and ``os.replace`` it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+
+    Raises
+    ------
+    OutputWriteError
+        The destination folder is missing or not writable (nothing is written).
+    """
+    dest = Path(path)
+    folder = check_output_folder(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OutputWriteError(f"{dest}: cannot create a file in {folder} ({e.strerror}).") from None
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputWriteError(f"{dest}: cannot write ({e.strerror or e}).") from None
+        raise

@@ -1,0 +1,202 @@
+"""Scorer: load a model file and score rows with onnxruntime and numpy only (the deploy path).
+
+Every entry point (CLI, library, later HTTP and Dask) scores through this class, so the same row
+gets the same score everywhere. Importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact
+from .calibration import check_alpha, conformal_p_values, score_threshold, warn_if_undetectable
+from .errors import InputValidationError, ModelArtifactError
+from .validation import check_array
+
+DEFAULT_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of a batch of rows.
+
+    Attributes
+    ----------
+    scores : float32, shape (n_rows,); higher = more anomalous (units: nats).
+    p_values : float64, shape (n_rows,); conformal p-values, lower = more anomalous.
+    is_anomaly : bool, shape (n_rows,); ``scores > threshold``.
+    threshold : the score threshold used (``inf`` when nothing can be flagged).
+    score_name : which score ("neg-elbo", "recon-prob" or "iwae").
+    alpha : the false-alarm rate of ``threshold="auto"``, or None for a fixed threshold.
+    """
+
+    scores: np.ndarray
+    p_values: np.ndarray
+    is_anomaly: np.ndarray
+    threshold: float
+    score_name: str
+    alpha: float | None
+
+
+class Scorer:
+    """A loaded vae-anomaly model: scores, conformal p-values and flags for new rows.
+
+    Parameters
+    ----------
+    model_path : path to a ``model.onnx`` written by ``vae-anomaly fit``.
+    intra_op_threads : onnxruntime intra-op threads; None lets onnxruntime choose.
+
+    Raises
+    ------
+    ModelArtifactError
+        Missing, corrupted, unsafe (external data) or incompatible model file (exit code 4).
+
+    Examples
+    --------
+    >>> scorer = Scorer("model.onnx")                      # doctest: +SKIP
+    >>> result = scorer.predict(X_new)                     # doctest: +SKIP
+    >>> result.scores, result.p_values, result.is_anomaly  # doctest: +SKIP
+    """
+
+    def __init__(self, model_path: str | os.PathLike = "model.onnx", *, intra_op_threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(model_path)
+        data = artifact.read_model_bytes(self.path)
+        _, self.metadata = artifact.parse_model(data, str(self.path))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+        try:
+            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            raise ModelArtifactError(
+                f"{self.path}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
+            ) from None
+        self._calibration = {
+            s: np.asarray(self.metadata["calibration"][s], dtype=np.float64) for s in self.score_names
+        }
+
+    @property
+    def n_features(self) -> int:
+        """Number of input columns the model expects."""
+        return int(self.metadata["n_features"])
+
+    @property
+    def score_names(self) -> list[str]:
+        """Score types the model provides, e.g. ["neg-elbo", "recon-prob", "iwae"]."""
+        return list(self.metadata["score_names"])
+
+    @property
+    def default_score(self) -> str:
+        """The score used when none is named."""
+        return str(self.metadata["default_score"])
+
+    @property
+    def alpha(self) -> float:
+        """The false-alarm rate stored at fit time for ``threshold="auto"``."""
+        return float(self.metadata["alpha"])
+
+    def _resolve_score(self, score: str | None) -> str:
+        score = self.default_score if score is None else score
+        if score not in self.score_names:
+            raise InputValidationError(
+                f"score: got {score!r}; expected one of {', '.join(self.score_names)}."
+            )
+        return score
+
+    def _run(self, X, outputs: list[str], name: str, chunk_rows: int) -> list[np.ndarray]:
+        x = check_array(X, name=name, n_features=self.n_features)
+        parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        for start in range(0, x.shape[0], chunk_rows):
+            res = self._session.run(outputs, {artifact.INPUT_NAME: x[start : start + chunk_rows]})
+            for acc, r in zip(parts, res):
+                acc.append(r)
+        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features)}
+        return [
+            np.concatenate(acc) if acc else np.empty(shapes.get(o, (0,)), dtype=np.float32)
+            for acc, o in zip(parts, outputs)
+        ]
+
+    def score_samples(self, X, *, score: str | None = None, name: str = "X",
+                      chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+        """Anomaly scores, higher = more anomalous.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features), raw features (any numeric dtype).
+        score : "neg-elbo", "recon-prob" or "iwae"; None = the model's default.
+        name : how X is named in error messages.
+        chunk_rows : rows per onnxruntime call (memory, not results, depends on it).
+
+        Returns
+        -------
+        float32 array, shape (n_rows,), in nats. Each score is a pure function of its row.
+
+        Raises
+        ------
+        InputValidationError : X is not a finite numeric (n_rows, n_features) matrix.
+        """
+        score = self._resolve_score(score)
+        return self._run(X, [artifact.SCORE_OUTPUTS[score]], name, chunk_rows)[0]
+
+    def feature_terms(self, X, *, name: str = "X", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+        """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)).
+
+        Returns float32, shape (n_rows, n_features), in nats on the standardized scale; each row
+        sums to its "recon-prob" score. Higher = that feature is more anomalous.
+        """
+        return self._run(X, [artifact.FEATURE_TERMS_OUTPUT], name, chunk_rows)[0]
+
+    def p_values(self, scores: np.ndarray, *, score: str | None = None) -> np.ndarray:
+        """Conformal p-values of scores against the model's calibration scores (float64, (n,))."""
+        return conformal_p_values(scores, self._calibration[self._resolve_score(score)])
+
+    def threshold(self, *, score: str | None = None, alpha: float | None = None) -> float:
+        """The score threshold of ``--threshold auto``: flag when score > threshold ⇔ p <= alpha."""
+        cal = self._calibration[self._resolve_score(score)]
+        alpha = self.alpha if alpha is None else check_alpha(alpha)
+        warn_if_undetectable(alpha, cal.size)
+        return score_threshold(cal, alpha)
+
+    def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
+                alpha: float | None = None, name: str = "X",
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
+        """Score rows, compute their conformal p-values and flag anomalies.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features).
+        score : score type; None = the model's default.
+        threshold : "auto" flags rows whose conformal p-value <= alpha (false-alarm rate <= alpha on
+            normal rows exchangeable with the calibration rows); a float flags score > threshold.
+        alpha : overrides the model's stored alpha for ``threshold="auto"``.
+
+        Returns
+        -------
+        ScoreResult
+
+        Raises
+        ------
+        InputValidationError : bad X, unknown score, alpha outside (0, 1).
+        """
+        score = self._resolve_score(score)
+        scores = self.score_samples(X, score=score, name=name, chunk_rows=chunk_rows)
+        if threshold == "auto":
+            alpha = self.alpha if alpha is None else check_alpha(alpha)
+            t = self.threshold(score=score, alpha=alpha)
+        else:
+            t, alpha = float(threshold), None
+        return ScoreResult(
+            scores=scores,
+            p_values=self.p_values(scores, score=score),
+            is_anomaly=scores > t,
+            threshold=t,
+            score_name=score,
+            alpha=alpha,
+        )

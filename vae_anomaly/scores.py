@@ -1,0 +1,111 @@
+"""Score functions (torch): the training loss and the exact module exported to ONNX.
+
+All scores are per row, in nats, on the raw (unstandardized) scale, higher = more anomalous.
+With L fixed noise vectors ε_l (drawn once at export and baked into the graph as a constant, so a
+score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
+
+* reconstruction probability, as a score (An & Cho 2015, "Variational Autoencoder based Anomaly
+  Detection using Reconstruction Probability", Alg. 4):  −(1/L) Σ_l log p(x|z_l)
+* negative ELBO (Kingma & Welling 2014, eq. 3 with the closed-form KL of their Appendix B):
+  −(1/L) Σ_l log p(x|z_l) + ½ Σ_k (μ_k² + σ_k² − log σ_k² − 1)
+* IWAE estimate of −log p(x) (Burda, Grosse & Salakhutdinov 2016, eq. 8):
+  −(logsumexp_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)] − log L)
+* per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j(z_l)), which sum to the
+  reconstruction score.
+
+The raw-scale density is the standardized one times the Jacobian Π_j 1/scale_j, so each
+per-feature term carries + log scale_j.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .model import VAE
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def row_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis, (..., m) -> (...), written as a MatMul with a vector of ones.
+
+    onnxruntime's ReduceSum/ReduceMean give results that depend on a row's position in the batch
+    (vectorized partial sums), its MatMul does not: this keeps every score a pure function of its row.
+    """
+    return (t @ torch.ones(t.shape[-1], 1, dtype=t.dtype, device=t.device)).squeeze(-1)
+
+
+def row_log(t: torch.Tensor) -> torch.Tensor:
+    """Natural log of a (n,) vector, computed on a (n, 16) broadcast and read from column 0.
+
+    onnxruntime's vectorized Log rounds the last bit differently for the elements in a tensor's
+    tail (when its size is not a multiple of the SIMD width), so a row's log would depend on the
+    batch size; a width of 16 keeps every element on the vectorized path.
+    """
+    return torch.log(t.unsqueeze(-1) * torch.ones(16, dtype=t.dtype, device=t.device))[..., 0]
+
+
+def row_logsumexp(t: torch.Tensor) -> torch.Tensor:
+    """log Σ exp over the last axis, (n, m) -> (n,), stabilized by the (exact) maximum."""
+    m = torch.amax(t, dim=-1, keepdim=True).detach()
+    return row_log(row_sum(torch.exp(t - m))) + m.squeeze(-1)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, exp(logvar)) = −½ (log 2π + log σ² + (x − μ)² / σ²)."""
+    return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_k (μ² + σ² − log σ² − 1) (Kingma & Welling 2014, App. B); (n,)."""
+    return 0.5 * row_sum(mu**2 + torch.exp(logvar) - logvar - 1.0)
+
+
+def training_loss(vae: VAE, xs: torch.Tensor, beta: float, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """Mean over the batch of −log p(x|z) + β KL (one reparameterized sample; β = 1 is the ELBO).
+
+    xs : standardized rows, (n, d). Returns a scalar.
+    """
+    mu, logvar = vae.encode(xs)
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
+    recon = -row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
+    return (recon + beta * kl_to_standard_normal(mu, logvar)).mean()
+
+
+class ScoreGraph(nn.Module):
+    """Raw rows (n, d) -> (neg_elbo (n,), recon_prob (n,), iwae (n,), feature_terms (n, d)).
+
+    Parameters
+    ----------
+    vae : a trained VAE.
+    eps : (L, k) fixed standard-normal noise; the same for every row.
+    """
+
+    def __init__(self, vae: VAE, eps: torch.Tensor):
+        super().__init__()
+        self.vae = vae
+        self.register_buffer("eps", eps.to(torch.float32))
+        self.register_buffer("log_l", torch.tensor(math.log(eps.shape[0]), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor):
+        vae = self.vae
+        xs = vae.standardize(x)                                   # (n, d)
+        mu, logvar = vae.encode(xs)                               # (n, k), (n, k)
+        z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
+        x_mu, x_logvar = vae.decode(z)                            # (n, L, d)
+        ll = gaussian_log_prob(xs.unsqueeze(1), x_mu, x_logvar)   # (n, L, d), standardized scale
+        n_samples = self.eps.shape[0]
+        feature_terms = -row_sum(ll.transpose(1, 2)) / n_samples + torch.log(vae.scale)  # (n, d), raw scale
+        recon_prob = row_sum(feature_terms)                       # (n,)
+        neg_elbo = recon_prob + kl_to_standard_normal(mu, logvar)
+        k = mu.shape[-1]
+        log_pz = -0.5 * (k * LOG_2PI + row_sum(z**2))             # (n, L)
+        log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
+        log_w = row_sum(ll) - row_sum(torch.log(vae.scale)) + log_pz - log_qz  # (n, L)
+        iwae = -(row_logsumexp(log_w) - self.log_l)
+        return neg_elbo, recon_prob, iwae, feature_terms

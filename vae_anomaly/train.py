@@ -1,0 +1,232 @@
+"""Training: split, standardize, fit the VAE with early stopping on validation negative ELBO.
+
+The data live on the device as one tensor sliced per batch (no DataLoader). The best state by
+validation negative ELBO (computed with the same fixed noise the exported graph uses) is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import InputValidationError, TrainingError
+from .model import VAE, Architecture, default_architecture
+from .scores import ScoreGraph, training_loss
+from .validation import check_array
+
+#: the fewest validation (calibration) rows fit accepts
+MIN_CALIBRATION_ROWS = 5
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; defaults were measured on ../shared/datasets (README).
+
+    Attributes
+    ----------
+    epochs : maximum epochs; None = auto, enough epochs for about ``target_steps`` gradient steps
+        (at least ``min_epochs``, at most 2000).
+    latent_dim : latent size k; None = ceil(d/4) within [2, 16].
+    batch_size : rows per gradient step.
+    lr : Adam learning rate.
+    weight_decay : AdamW decoupled weight decay.
+    beta : weight of the KL term (β-VAE, Higgins et al. 2017); 1 = the ELBO.
+    kl_warmup : epochs over which β rises linearly from 0 (Bowman et al. 2016); 0 = off.
+    patience : epochs without a better validation loss before stopping; None = auto (a quarter of
+        the epochs, at least 10).
+    val_fraction : share of the rows held out for early stopping and calibration.
+    n_samples : L, latent samples per row in the scores.
+    seed : seeds the split, the initialization, the batches and the score noise.
+    device : "auto" (CUDA when available), "cpu" or "cuda".
+    """
+
+    epochs: int | None = None
+    latent_dim: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta: float = 1.0
+    kl_warmup: int = 0
+    patience: int | None = None
+    val_fraction: float = 0.2
+    n_samples: int = 16
+    seed: int = 0
+    device: str = "auto"
+    target_steps: int = 8000
+    min_epochs: int = 50
+
+
+@dataclass
+class TrainResult:
+    """A trained model and what is needed to export and calibrate it.
+
+    Attributes
+    ----------
+    graph : ScoreGraph on the CPU, eval mode (the module that is exported).
+    x_val : float32 (n_val, d), the validation rows (calibration rows for the conformal p-values).
+    summary : plain-JSON training summary stored in the model metadata.
+    """
+
+    graph: ScoreGraph
+    x_val: np.ndarray
+    summary: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available else cpu; "cuda" without CUDA is an InputValidationError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputValidationError("--device: cuda requested but CUDA is not available; use auto or cpu.")
+    if device not in ("cpu", "cuda"):
+        raise InputValidationError(f"--device: got {device!r}; expected auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of row indices into (train, val); val has ceil(fraction·n) rows, >= 5."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputValidationError(f"--val-fraction: got {val_fraction}; expected 0 < F < 1, e.g. 0.2.")
+    n_val = max(MIN_CALIBRATION_ROWS, math.ceil(val_fraction * n))
+    if n - n_val < 1:
+        raise InputValidationError(
+            f"X has {n} rows; expected at least {MIN_CALIBRATION_ROWS + 1} (one to train on and "
+            f"{MIN_CALIBRATION_ROWS} to calibrate on). Provide more normal rows."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (float64) of training rows; zero std -> 1."""
+    loc = x.mean(axis=0, dtype=np.float64)
+    scale = x.std(axis=0, dtype=np.float64)
+    scale[~(scale > 1e-12)] = 1.0
+    return loc, scale
+
+
+def auto_epochs(n_train: int, cfg: TrainConfig) -> int:
+    """Epochs for about cfg.target_steps gradient steps, within [cfg.min_epochs, 2000]."""
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    return int(min(2000, max(cfg.min_epochs, math.ceil(cfg.target_steps / steps_per_epoch))))
+
+
+@torch.no_grad()
+def _mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, chunk: int = 8192) -> float:
+    total = 0.0
+    for start in range(0, x.shape[0], chunk):
+        total += float(graph(x[start : start + chunk])[0].sum())
+    return total / x.shape[0]
+
+
+ProgressCallback = Callable[[int, int, float, float], None]
+
+
+def train(X, *, X_val=None, config: TrainConfig | None = None, progress: ProgressCallback | None = None,
+          name: str = "X") -> TrainResult:
+    """Fit a VAE on normal rows.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_rows, n_features), normal rows (any numeric dtype).
+    X_val : optional separate validation rows; None = a seeded ``config.val_fraction`` of X.
+    config : TrainConfig; None = defaults.
+    progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_loss).
+    name : how X is named in errors.
+
+    Returns
+    -------
+    TrainResult with the best state by validation negative ELBO.
+
+    Raises
+    ------
+    InputValidationError : bad X / X_val, too few rows, bad settings.
+    TrainingError : the loss became NaN or infinite.
+    """
+    cfg = config or TrainConfig()
+    x_all = check_array(X, name=name, min_rows=1)
+    if X_val is None:
+        tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)
+        x_train, x_val = x_all[tr], x_all[va]
+    else:
+        x_train = x_all
+        x_val = check_array(X_val, name="validation data", n_features=x_all.shape[1],
+                            min_rows=MIN_CALIBRATION_ROWS)
+    for label, value in (("epochs", cfg.epochs), ("latent_dim", cfg.latent_dim)):
+        if value is not None and value < 1:
+            raise InputValidationError(f"--{label.replace('_', '-')}: got {value}; expected an integer >= 1.")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    loc, scale = standardization(x_train)
+    arch: Architecture = default_architecture(x_all.shape[1], cfg.latent_dim)
+    vae = VAE(arch, loc, scale)
+    eps = torch.randn((cfg.n_samples, arch.latent_dim), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    graph = ScoreGraph(vae, eps).to(device)
+
+    xt = vae.standardize(torch.as_tensor(x_train)).to(device)
+    xv = torch.as_tensor(x_val).to(device)
+    n = xt.shape[0]
+    max_epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(n, cfg)
+    patience = cfg.patience if cfg.patience is not None else max(10, max_epochs // 4)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    best, best_epoch, best_state = math.inf, 0, None
+    t0 = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, max_epochs + 1):
+        vae.train()
+        beta = cfg.beta * (min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0)
+        perm = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
+        for start in range(0, n, cfg.batch_size):
+            batch = xt[perm[start : start + cfg.batch_size]]
+            loss = training_loss(vae, batch, beta)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"training loss became {value} at epoch {epoch}; no model was written. "
+                    "Check the data for extreme values or lower the learning rate."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += value * batch.shape[0]
+        vae.eval()
+        val = _mean_neg_elbo(graph, xv)
+        if not math.isfinite(val):
+            raise TrainingError(
+                f"validation negative ELBO became {val} at epoch {epoch}; no model was written. "
+                "Check the validation rows for extreme values."
+            )
+        if val < best:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+        if progress is not None:
+            progress(epoch, max_epochs, total / n, val)
+        if epoch - best_epoch >= patience:
+            break
+    vae.load_state_dict(best_state)
+    graph = graph.cpu().eval()
+    summary = {
+        "n_rows": int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])),
+        "n_train": int(n),
+        "n_val": int(x_val.shape[0]),
+        "epochs_run": int(epoch),
+        "max_epochs": int(max_epochs),
+        "best_epoch": int(best_epoch),
+        "best_val_neg_elbo": float(best),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "device": str(device),
+        "config": asdict(cfg),
+        "architecture": asdict(arch),
+        "data_sha256": hashlib.sha256(x_all.tobytes()).hexdigest(),
+    }
+    return TrainResult(graph=graph, x_val=x_val, summary=summary)
