@@ -6,8 +6,8 @@ so they are exactly what :class:`~vae_anomaly.scorer.Scorer` computes for the sa
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import os
 import platform
 import warnings
@@ -35,6 +35,8 @@ def _finite_or_none(value: float) -> float | None:
 def _to_onnx_bytes(graph: torch.nn.Module, n_features: int) -> bytes:
     """torch.export-based ONNX export, dynamic batch axis, every tensor inside the protobuf."""
     n_rows = torch.export.Dim("n_rows", min=1)
+    # the exporter logs that torchvision's operators are unavailable; we use none of them
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
