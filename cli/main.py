@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -241,6 +242,52 @@ def demo(
         table.add_row("IsolationForest", f"{roc_auc_score(y_test, s_if):.4f}",
                       f"{average_precision_score(y_test, s_if):.4f}", "-", "-")
         Console().print(table)
+
+
+@app.command()
+def benchmark(
+    data: Annotated[Optional[list[Path]], typer.Argument(
+        help="Folders of, or single, .npz files with X (n, d) and y (1 = anomaly). Default: the bundled datasets.")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: vae, vae-neg-elbo, vae-recon-prob, vae-iwae, "
+                                              "iforest, knn, lof, ocsvm, pyod-vae.")] = "vae,iforest,knn,lof,ocsvm",
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 (split, subsample and training).")] = 3,
+    max_rows: Annotated[int, typer.Option(help="Subsample larger datasets to this many rows.")] = 50_000,
+    out_dir: Annotated[Path, typer.Option(help="Where benchmark.json, benchmark.md and benchmark.png go.")] = Path("benchmark-out"),
+    score_name: Annotated[ScoreName, typer.Option("--score", help="Score of the 'vae' method.")] = ScoreName.neg_elbo,
+    epochs: Annotated[Optional[int], typer.Option(help="VAE maximum epochs (default: auto, as in fit).")] = None,
+) -> None:
+    """ROC-AUC of the VAE against IsolationForest, KNN, LOF and OC-SVM on labelled datasets."""
+    with _errors():
+        from rich.markdown import Markdown
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from vae_anomaly.benchmark import check_methods, find_datasets, plot, run_benchmark, to_markdown
+        from vae_anomaly.datasets import BUNDLED, bundled_path
+
+        datasets = find_datasets(data) if data else [(n, bundled_path(n)) for n in BUNDLED]
+        method_list = check_methods(m.strip() for m in methods.split(",") if m.strip())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n_vae = any(m.startswith("vae") for m in method_list)
+        total = len(datasets) * seeds * (n_vae + sum(not m.startswith("vae") for m in method_list))
+        t0 = time.perf_counter()
+        with Progress(TextColumn("[bold]benchmark[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task("", total=total)
+            report = run_benchmark(datasets, methods=method_list, seeds=seeds, max_rows=max_rows,
+                                   score=score_name.value, epochs=epochs,
+                                   progress=lambda label: bar.update(task, advance=1, description=label))
+        report["protocol"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        with atomic_write(out_dir / "benchmark.json", "w") as f:
+            json.dump(report, f, indent=1)
+        table = to_markdown(report)
+        with atomic_write(out_dir / "benchmark.md", "w") as f:
+            f.write(table)
+        try:
+            plot(report, out_dir / "benchmark.png")
+        except ImportError:
+            warnings.warn("matplotlib is not installed, so benchmark.png was not drawn: pip install 'vae-anomaly[plot]'.")
+        Console().print(Markdown(table))
+        err.print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {report['protocol']['wall_seconds']:.0f} s")
 
 
 def main() -> None:
