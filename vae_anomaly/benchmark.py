@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -141,18 +142,21 @@ def _run_vae(vae_methods: list[str], default_score: str, X_tr, X_te, y_te, seed:
 
     t = time.perf_counter()
     path = Path(tmp) / f"vae-{seed}.onnx"
-    export_model(train(X_tr, config=TrainConfig(seed=seed, epochs=epochs)), path)
-    fit_seconds = time.perf_counter() - t
-    scorer = Scorer(path)
-    out = []
-    for method in vae_methods:
-        score = default_score if method == "vae" else method[len("vae-"):]
-        t = time.perf_counter()
-        res = scorer.predict(X_te, score=score)
-        out.append({"method": method, **_metrics(y_te, res.scores), "fit_seconds": fit_seconds,
-                    "score_seconds": time.perf_counter() - t,
-                    "fpr_at_threshold": float(res.is_anomaly[y_te == 0].mean()),
-                    "recall_at_threshold": float(res.is_anomaly[y_te == 1].mean())})
+    with warnings.catch_warnings():  # small calibration sets: recorded as n_calibration instead
+        warnings.simplefilter("ignore", UserWarning)
+        export_model(train(X_tr, config=TrainConfig(seed=seed, epochs=epochs)), path)
+        fit_seconds = time.perf_counter() - t
+        scorer = Scorer(path)
+        out = []
+        for method in vae_methods:
+            score = default_score if method == "vae" else method[len("vae-"):]
+            t = time.perf_counter()
+            res = scorer.predict(X_te, score=score)
+            out.append({"method": method, **_metrics(y_te, res.scores), "fit_seconds": fit_seconds,
+                        "score_seconds": time.perf_counter() - t,
+                        "fpr_at_threshold": float(res.is_anomaly[y_te == 0].mean()),
+                        "recall_at_threshold": float(res.is_anomaly[y_te == 1].mean()),
+                        "n_calibration": int(scorer.metadata["n_calibration"])})
     return out
 
 
