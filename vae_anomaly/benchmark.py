@@ -44,13 +44,13 @@ DEFAULT_METHODS = ("vae", *BASELINES)
 PUBLISHED_MEANS = {"KNN": 83.42, "IForest": 78.21, "OCSVM": 78.83, "LOF": 80.29, "VAE": 76.90, "DTE-NP": 83.88}
 
 
-class _Baseline:
+class Baseline:
     """A scikit-learn detector on standardized inputs; score = −score_samples (higher = more anomalous)."""
 
     def __init__(self, method: str, seed: int):
         self.method, self.seed = method, seed
 
-    def fit(self, X: np.ndarray) -> "_Baseline":
+    def fit(self, X: np.ndarray) -> "Baseline":
         self.scaler = StandardScaler().fit(X)
         Z = self.scaler.transform(X)
         if self.method == "knn":  # distance to the 5th nearest training row (Ramaswamy et al. 2000)
@@ -194,7 +194,7 @@ def run_benchmark(datasets: list[tuple[str, Path]], *, methods: Iterable[str] = 
                         progress(f"{name} seed {seed} vae")
                 for method in others:
                     t = time.perf_counter()
-                    det = (_PyodVAE(seed) if method == PYOD_VAE else _Baseline(method, seed)).fit(X_tr)
+                    det = (_PyodVAE(seed) if method == PYOD_VAE else Baseline(method, seed)).fit(X_tr)
                     fit_seconds = time.perf_counter() - t
                     t = time.perf_counter()
                     s = det.score(X_te)

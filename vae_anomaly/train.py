@@ -44,6 +44,9 @@ class TrainConfig:
     n_samples : L, latent samples per row in the scores.
     seed : seeds the split, the initialization, the batches and the score noise.
     device : "auto" (CUDA when available), "cpu" or "cuda".
+    min_variance : floor of the decoder variance σ_x² on the standardized scale.
+    decoder_variance : "feature" (one learned variance per feature) or "row" (predicted from z).
+    target_steps, min_epochs : the auto epoch budget (see ``auto_epochs``).
     """
 
     epochs: int | None = None
@@ -58,6 +61,8 @@ class TrainConfig:
     n_samples: int = 16
     seed: int = 0
     device: str = "auto"
+    min_variance: float = 0.01
+    decoder_variance: str = "feature"
     target_steps: int = 8000
     min_epochs: int = 50
 
@@ -166,7 +171,8 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
     gen = torch.Generator().manual_seed(cfg.seed)
 
     loc, scale = standardization(x_train)
-    arch: Architecture = default_architecture(x_all.shape[1], cfg.latent_dim)
+    arch: Architecture = default_architecture(x_all.shape[1], cfg.latent_dim, min_variance=cfg.min_variance,
+                                              decoder_variance=cfg.decoder_variance)
     vae = VAE(arch, loc, scale)
     eps = torch.randn((cfg.n_samples, arch.latent_dim), generator=torch.Generator().manual_seed(cfg.seed + 1))
     graph = ScoreGraph(vae, eps).to(device)
