@@ -273,9 +273,15 @@ def benchmark(
         with Progress(TextColumn("[bold]benchmark[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("", total=total)
+
+            def progress(label: str) -> None:
+                bar.update(task, advance=1, description=label)
+                if not err.is_terminal:  # logs get one line per step instead of a live bar
+                    err.print(f"benchmark {int(bar.tasks[0].completed)}/{total} {label} "
+                              f"({time.perf_counter() - t0:.0f} s)")
+
             report = run_benchmark(datasets, methods=method_list, seeds=seeds, max_rows=max_rows,
-                                   score=score_name.value, epochs=epochs,
-                                   progress=lambda label: bar.update(task, advance=1, description=label))
+                                   score=score_name.value, epochs=epochs, progress=progress)
         report["protocol"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
         with atomic_write(out_dir / "benchmark.json", "w") as f:
             json.dump(report, f, indent=1)

@@ -180,3 +180,14 @@ def test_batch_invariance_holds_for_any_width(n_features, tmp_path, rng):
                                           err_msg=f"{name}, chunk {chunk}")
     terms = scorer.feature_terms(X)
     np.testing.assert_array_equal(scorer.feature_terms(X, chunk_rows=5), terms)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_exports_a_model_that_scores_on_the_cpu(cardio, tmp_path):
+    from vae_anomaly.export import export_model
+    from vae_anomaly.train import TrainConfig, train
+
+    result = train(cardio[0], config=TrainConfig(epochs=5, device="cuda"))
+    assert result.summary["device"].startswith("cuda")
+    export_model(result, tmp_path / "gpu.onnx")
+    assert Scorer(tmp_path / "gpu.onnx").score_samples(cardio[1]).shape == (len(cardio[1]),)
