@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import time
 import warnings
@@ -16,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -50,18 +52,37 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler so that cleanup (temporary files) runs before exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """The one error funnel: VaeAnomalyError -> one line + its exit code; anything else -> exit 1."""
+    """The one error funnel: VaeAnomalyError -> one line + its exit code; anything else -> exit 1.
+
+    SIGINT exits 130 and SIGTERM 143, after atomic writes have removed their temporary files: an
+    existing model is never touched by an interrupted command.
+    """
     warnings.showwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
+    except KeyboardInterrupt:
+        print("error: interrupted (SIGINT); the output file was left as it was.", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except _Terminated:
+        print("error: terminated (SIGTERM); the output file was left as it was.", file=sys.stderr)
+        raise typer.Exit(143) from None
     except VaeAnomalyError as e:
         if _state["debug"]:
             raise
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(e.exit_code) from None
-    except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort, typer.BadParameter):
         raise  # click prints usage errors itself, with exit code 2
     except Exception as e:
         if _state["debug"]:
@@ -101,6 +122,7 @@ def _parse_threshold(value: str) -> str | float:
 
 
 def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: float, quiet: bool,
+             checkpoint: Optional[Path] = None, checkpoint_every: int = 10, resume: Optional[Path] = None,
              **config) -> dict:
     """Read, train with a progress bar on stderr, export; return the metadata."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -112,15 +134,22 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     X = read_matrix(normal_file)
     X_val = read_matrix(val) if val is not None else None
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
-    with Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
-                  TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
-                  TimeElapsedColumn(), console=err, disable=quiet, transient=False) as bar:
-        task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
+    bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
+                   TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
+                   TimeElapsedColumn(), console=err, disable=quiet)
+    task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
 
-        def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
-            bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
+    def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
+        if not bar.live.is_started:  # started by the first epoch: input errors print no empty bar
+            bar.start()
+        bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
 
-        result = train(X, X_val=X_val, config=cfg, progress=progress, name=str(normal_file))
+    try:
+        result = train(X, X_val=X_val, config=cfg, progress=progress, name=str(normal_file),
+                       checkpoint=checkpoint if checkpoint is not None else resume,
+                       checkpoint_every=checkpoint_every, resume=resume)
+    finally:
+        bar.stop()
     meta = export_model(result, output, alpha=alpha)
     if not quiet:
         s = meta["training"]
@@ -142,23 +171,39 @@ def fit(
     alpha: Annotated[float, typer.Option(help="False-alarm rate of --threshold auto, stored in the model.")] = 0.01,
     beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = 1.0,
     kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = 0,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Write a training checkpoint here every --checkpoint-every epochs.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 10,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue from a checkpoint written for the same NORMAL_FILE (keeps checkpointing to it).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
     with _errors():
-        fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, val_fraction=val_fraction,
+        fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
                  epochs=epochs, latent_dim=latent_dim, seed=seed, device=device.value, beta=beta,
                  kl_warmup=kl_warmup)
 
 
+class NanPolicy(str, Enum):
+    raise_ = "raise"
+    flag = "flag"
+
+
 def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
-               alpha: Optional[float], score: Optional[str]):
+               alpha: Optional[float], score: Optional[str], nan_policy: str = "raise"):
     """Score a file; write the CSV to ``output`` (atomically) or stdout; return the ScoreResult."""
     scorer = Scorer(model)
     if output is not None:
         check_output_folder(output)
     X = read_matrix(new_file)
-    result = scorer.predict(X, score=score, threshold=threshold, alpha=alpha, name=str(new_file))
+    result = scorer.predict(X, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
+                            nan_policy=nan_policy)
+    n_bad = int(np.count_nonzero(result.p_values == 0))  # only rows with NaN/inf get p = 0
+    if n_bad:
+        warnings.warn(f"{new_file}: {n_bad} rows hold NaN or infinite values; reported as anomalous "
+                      "(score inf, p_value 0, is_anomaly 1).")
     if output is None:
         sys.stdout.write(SCORES_CSV_HEADER)
         write_scores_csv(sys.stdout, result.scores, result.p_values, result.is_anomaly)
@@ -179,11 +224,13 @@ def score(
     alpha: Annotated[Optional[float], typer.Option(help="Override the model's alpha for --threshold auto.")] = None,
     score_name: Annotated[Optional[ScoreName], typer.Option("--score", help="Score type (default: the model's).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="CSV file (default: stdout).")] = None,
+    nan_policy: Annotated[NanPolicy, typer.Option(
+        help="'raise' refuses NaN/inf (exit 3); 'flag' scores the other rows and flags those as anomalous.")] = NanPolicy.raise_,
 ) -> None:
     """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
         score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
-                   score=score_name.value if score_name else None)
+                   score=score_name.value if score_name else None, nan_policy=nan_policy.value)
 
 
 @app.command()
@@ -203,7 +250,6 @@ def demo(
 ) -> None:
     """Fit on half of a bundled real dataset's normal rows, score the rest, print ROC-AUC vs IsolationForest."""
     with _errors():
-        import numpy as np
         from rich.table import Table
         from sklearn.ensemble import IsolationForest
         from sklearn.metrics import average_precision_score, roc_auc_score

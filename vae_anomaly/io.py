@@ -61,63 +61,73 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
     )
 
 
-def _check_dtype(p: Path, dtype: np.dtype) -> None:
+def _check_dtype(label: str, dtype: np.dtype) -> None:
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in _NUMERIC_KINDS:
         raise InputValidationError(
-            f"{p}: array has dtype {dtype}; expected a numeric dtype (bool, int or float). "
+            f"{label}: array has dtype {dtype}; expected a numeric dtype (bool, int or float). "
             "Object, string, complex, structured and datetime arrays are refused."
         )
 
 
-def _read_npy(p: Path) -> np.ndarray:
-    """Read the header first and check it against the file size before allocating anything."""
-    size = p.stat().st_size
+def _check_npy_header(f: IO[bytes], size: int, label: str) -> None:
+    """Read a .npy header from ``f`` and check dtype and declared size against ``size`` bytes.
+
+    Nothing is allocated from the header: a 200-byte file that declares 10^12 rows is refused here.
+    """
     try:
-        with p.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:  # pragma: no cover - numpy only knows these
-                raise ValueError(f"unknown format version {version}")
-            offset = f.tell()
-    except (ValueError, OSError, EOFError, OverflowError, SyntaxError) as e:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:  # pragma: no cover - numpy knows only these
+            raise ValueError(f"unknown format version {version}")
+        offset = f.tell()
+    except (ValueError, OSError, EOFError, OverflowError, SyntaxError, TypeError) as e:
         raise InputValidationError(
-            f"{p}: not a valid .npy file ({e}); expected an array written by numpy.save."
+            f"{label}: not a valid .npy array ({str(e)[:120]}); expected an array written by numpy.save."
         ) from None
-    _check_dtype(p, dtype)
+    _check_dtype(label, dtype)
     expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
     if expected != size:
         raise InputValidationError(
-            f"{p}: header declares shape {shape} of {dtype} ({expected} bytes with the header) but "
-            f"the file has {size} bytes; the file is truncated or corrupted. Re-create it."
+            f"{label}: header declares shape {shape} of {dtype} ({expected} bytes with the header) but "
+            f"there are {size} bytes; the file is truncated or corrupted. Re-create it."
         )
+
+
+def _read_npy(p: Path) -> np.ndarray:
+    """Check the header against the file size before allocating anything, then load."""
+    with p.open("rb") as f:
+        _check_npy_header(f, p.stat().st_size, str(p))
     return np.load(p, allow_pickle=False)
 
 
 def _read_npz(p: Path) -> np.ndarray:
+    """Pick array X (or the only array) and check its header like a .npy file before reading it."""
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "X" in names:
-                name = "X"
-            elif len(names) == 1:
-                name = names[0]
+        with zipfile.ZipFile(p) as archive:
+            members = {i.filename[: -len(".npy")]: i for i in archive.infolist() if i.filename.endswith(".npy")}
+            if "X" in members:
+                info = members["X"]
+            elif len(members) == 1:
+                info = next(iter(members.values()))
             else:
                 raise InputValidationError(
-                    f"{p}: archive holds arrays {names}; expected an array named 'X' or exactly one "
-                    "array. Re-save it with numpy.savez(path, X=X)."
+                    f"{p}: archive holds arrays {sorted(members)}; expected an array named 'X' or exactly "
+                    "one array. Re-save it with numpy.savez(path, X=X)."
                 )
-            arr = archive[name]
+            label = f"{p}[{info.filename[:-4]}]"
+            with archive.open(info) as f:
+                _check_npy_header(f, info.file_size, label)
+            with archive.open(info) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
     except InputValidationError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise InputValidationError(
-            f"{p}: not a readable .npz archive ({e}); expected arrays written by numpy.savez."
+            f"{p}: not a readable .npz archive ({str(e)[:120]}); expected arrays written by numpy.savez."
         ) from None
-    _check_dtype(p, arr.dtype)
-    return arr
 
 
 def _is_number(cell: str) -> bool:

@@ -28,7 +28,8 @@ class ScoreResult:
     ----------
     scores : float32, shape (n_rows,); higher = more anomalous (units: nats).
     p_values : float64, shape (n_rows,); conformal p-values, lower = more anomalous.
-    is_anomaly : bool, shape (n_rows,); ``scores > threshold``.
+    is_anomaly : bool, shape (n_rows,); ``scores > threshold`` (a row with NaN/inf under
+        ``nan_policy="flag"`` has score +inf and p-value 0 and is always flagged).
     threshold : the score threshold used (``inf`` when nothing can be flagged).
     score_name : which score ("neg-elbo", "recon-prob" or "iwae").
     alpha : the false-alarm rate of ``threshold="auto"``, or None for a fixed threshold.
@@ -165,7 +166,7 @@ class Scorer:
         return score_threshold(cal, alpha)
 
     def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
-                alpha: float | None = None, name: str = "X",
+                alpha: float | None = None, name: str = "X", nan_policy: str = "raise",
                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
         """Score rows, compute their conformal p-values and flag anomalies.
 
@@ -176,6 +177,8 @@ class Scorer:
         threshold : "auto" flags rows whose conformal p-value <= alpha (false-alarm rate <= alpha on
             normal rows exchangeable with the calibration rows); a float flags score > threshold.
         alpha : overrides the model's stored alpha for ``threshold="auto"``.
+        nan_policy : "raise" refuses NaN/±inf values; "flag" scores the other rows and reports
+            each row holding one as anomalous (score +inf, p-value 0, is_anomaly True), never normal.
 
         Returns
         -------
@@ -183,19 +186,26 @@ class Scorer:
 
         Raises
         ------
-        InputValidationError : bad X, unknown score, alpha outside (0, 1).
+        InputValidationError : bad X, unknown score, alpha outside (0, 1), unknown nan_policy.
         """
         score = self._resolve_score(score)
-        scores = self.score_samples(X, score=score, name=name, chunk_rows=chunk_rows)
+        if nan_policy not in ("raise", "flag"):
+            raise InputValidationError(f"nan_policy: got {nan_policy!r}; expected 'raise' or 'flag'.")
+        x = check_array(X, name=name, n_features=self.n_features, allow_nonfinite=nan_policy == "flag")
+        bad = ~np.isfinite(x).all(axis=1)
+        scores = np.full(x.shape[0], np.inf, dtype=np.float32)
+        scores[~bad] = self.score_samples(x[~bad] if bad.any() else x, score=score, name=name, chunk_rows=chunk_rows)
         if threshold == "auto":
             alpha = self.alpha if alpha is None else check_alpha(alpha)
             t = self.threshold(score=score, alpha=alpha)
         else:
             t, alpha = float(threshold), None
+        p_values = self.p_values(scores, score=score)
+        p_values[bad] = 0.0
         return ScoreResult(
             scores=scores,
-            p_values=self.p_values(scores, score=score),
-            is_anomaly=scores > t,
+            p_values=p_values,
+            is_anomaly=(scores > t) | bad,
             threshold=t,
             score_name=score,
             alpha=alpha,

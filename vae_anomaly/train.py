@@ -7,15 +7,19 @@ validation negative ELBO (computed with the same fixed noise the exported graph 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .errors import InputValidationError, TrainingError
+from .errors import InputValidationError, ModelArtifactError, TrainingError
+from .io import atomic_write
 from .model import VAE, Architecture, default_architecture
 from .scores import ScoreGraph, training_loss
 from .validation import check_array
@@ -133,8 +137,40 @@ def _mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, chunk: int = 8192) -> flo
 ProgressCallback = Callable[[int, int, float, float], None]
 
 
+CHECKPOINT_FORMAT = "vae-anomaly-checkpoint/1"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write a checkpoint (tensors and plain values only) atomically with torch.save."""
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: nothing but tensors and plain values.
+
+    Raises
+    ------
+    ModelArtifactError : missing file, not loadable as weights only, or not a vae-anomaly checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelArtifactError(f"{p}: checkpoint not found; expected a file written by 'fit --checkpoint'.")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ModelArtifactError(
+            f"{p}: not loadable as a weights-only checkpoint ({str(e).splitlines()[0][:120]}); "
+            "expected a file written by 'fit --checkpoint'."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelArtifactError(f"{p}: not a {CHECKPOINT_FORMAT} checkpoint.")
+    return state
+
+
 def train(X, *, X_val=None, config: TrainConfig | None = None, progress: ProgressCallback | None = None,
-          name: str = "X") -> TrainResult:
+          name: str = "X", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10,
+          resume: str | os.PathLike | None = None) -> TrainResult:
     """Fit a VAE on normal rows.
 
     Parameters
@@ -144,6 +180,11 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
     config : TrainConfig; None = defaults.
     progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_loss).
     name : how X is named in errors.
+    checkpoint : write a checkpoint here every ``checkpoint_every`` epochs (atomically).
+    resume : continue from this checkpoint, written for the same X: the model, optimizer, best
+        state and random-number states are restored, so the result equals an uninterrupted run on
+        the CPU. The checkpoint's settings are used; only ``config.epochs`` (when not None) and
+        ``config.device`` override them.
 
     Returns
     -------
@@ -151,11 +192,24 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
 
     Raises
     ------
-    InputValidationError : bad X / X_val, too few rows, bad settings.
+    InputValidationError : bad X / X_val, too few rows, bad settings, a checkpoint for other data.
+    ModelArtifactError : an unreadable or foreign checkpoint.
     TrainingError : the loss became NaN or infinite.
     """
     cfg = config or TrainConfig()
+    state = load_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        cfg = TrainConfig(**{**json.loads(state["config"]), "device": cfg.device,
+                             **({"epochs": cfg.epochs} if cfg.epochs is not None else {})})
+    if checkpoint_every < 1:
+        raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
     x_all = check_array(X, name=name, min_rows=1)
+    fingerprint = hashlib.sha256(x_all.tobytes()).hexdigest()
+    if state is not None and state["data_sha256"] != fingerprint:
+        raise InputValidationError(
+            f"{name}: differs from the data the checkpoint {resume} was written for; resume with the "
+            "same normal rows, or fit from scratch."
+        )
     if X_val is None:
         tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)
         x_train, x_val = x_all[tr], x_all[va]
@@ -184,10 +238,17 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
     patience = cfg.patience if cfg.patience is not None else max(10, max_epochs // 4)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    best, best_epoch, best_state = math.inf, 0, None
+    best, best_epoch, best_state, first_epoch = math.inf, 0, None, 1
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["batch_rng"])
+        first_epoch = state["epoch"] + 1
     t0 = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, max_epochs + 1):
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, max_epochs + 1):
         vae.train()
         beta = cfg.beta * (min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup > 0 else 1.0)
         perm = torch.randperm(n, generator=gen).to(device)
@@ -217,6 +278,14 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
             best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
         if progress is not None:
             progress(epoch, max_epochs, total / n, val)
+        if checkpoint is not None and epoch % checkpoint_every == 0:
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": json.dumps(asdict(cfg)),
+                "data_sha256": fingerprint, "model": {k: v.cpu() for k, v in vae.state_dict().items()},
+                "optimizer": opt.state_dict(), "best": best, "best_epoch": best_epoch,
+                "best_state": {k: v.cpu() for k, v in best_state.items()},
+                "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
+            })
         if epoch - best_epoch >= patience:
             break
     vae.load_state_dict(best_state)
@@ -233,6 +302,7 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
         "device": str(device),
         "config": asdict(cfg),
         "architecture": asdict(arch),
-        "data_sha256": hashlib.sha256(x_all.tobytes()).hexdigest(),
+        "data_sha256": fingerprint,
+        "resumed_from_epoch": None if state is None else first_epoch - 1,
     }
     return TrainResult(graph=graph, x_val=x_val, summary=summary)

@@ -7,7 +7,8 @@ import numpy as np
 from .errors import InputValidationError
 
 
-def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: int = 0) -> np.ndarray:
+def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: int = 0,
+                allow_nonfinite: bool = False) -> np.ndarray:
     """Validate a matrix of rows and return it as float32, C-ordered, shape (n_rows, n_features).
 
     Parameters
@@ -17,6 +18,8 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
     name : how the input is named in error messages (usually the file name).
     n_features : the number of columns the model expects, or None to accept any.
     min_rows : the fewest rows accepted.
+    allow_nonfinite : keep NaN/±inf (and values beyond float32's range, which become ±inf) for
+        the caller to handle; by default they are refused.
 
     Returns
     -------
@@ -54,17 +57,17 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
         )
     if n < min_rows:
         raise InputValidationError(f"{name}: X has {n} rows; expected at least {min_rows}.")
-    if arr.dtype.kind == "f":
+    if arr.dtype.kind == "f" and not allow_nonfinite:
         bad = ~np.isfinite(arr)
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise InputValidationError(
                 f"{name}: X holds {int(bad.sum())} NaN or infinite values (first at row {r}, "
-                f"column {c}); expected finite numbers. Drop or impute those rows."
+                f"column {c}); expected finite numbers. Drop or impute those rows (the CLI's score --nan-policy flag reports them as anomalous)."
             )
     with np.errstate(over="ignore"):  # overflow is reported below, by position
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.itemsize > 4 or arr.dtype.kind in "iu":
+    if not allow_nonfinite and (arr.dtype.itemsize > 4 or arr.dtype.kind in "iu"):
         overflow = ~np.isfinite(out)
         if overflow.any():
             r, c = np.argwhere(overflow)[0]

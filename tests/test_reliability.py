@@ -1,0 +1,258 @@
+"""Bad inputs and faults through the CLI: exit code, one short line, nothing lost, nothing run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
+
+
+class Gadget:
+    """Unpickling this creates the file at ``path``: proof that untrusted data ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _npy_header_file(path, shape, descr="<f4"):
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+
+
+def _gadget_npy(d):
+    np.save(d / "bad.npy", np.array([Gadget(str(d / "PWNED"))], dtype=object), allow_pickle=True)
+
+
+def _gadget_npz(d):
+    np.savez(d / "bad.npz", X=np.array([Gadget(str(d / "PWNED"))], dtype=object))
+
+
+def _raw_pickle(d):
+    (d / "bad.npy").write_bytes(pickle.dumps(Gadget(str(d / "PWNED"))))
+
+
+def _gadget_checkpoint(d):
+    torch.save({"format": "vae-anomaly-checkpoint/1", "x": Gadget(str(d / "PWNED"))}, d / "evil.pt")
+
+
+def _truncated_npy(d):
+    np.save(d / "bad.npy", np.zeros((50, 21)))
+    data = (d / "bad.npy").read_bytes()
+    (d / "bad.npy").write_bytes(data[:-7])
+
+
+def _huge_dim(d):
+    with open(d / "bad.npy", "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00")
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551616, 21), }"
+        header += b" " * (63 - len(header) % 64) + b"\n"
+        f.write(len(header).to_bytes(2, "little") + header)
+
+
+def _npz_bomb(d):
+    import zipfile
+
+    _npy_header_file(d / "X.npy", (10**12, 21))
+    with zipfile.ZipFile(d / "bad.npz", "w") as z:
+        z.write(d / "X.npy", "X.npy")
+    (d / "X.npy").unlink()
+
+
+def _save(name, arr):
+    return lambda d: np.save(d / name, arr)
+
+
+def _text(name, text):
+    return lambda d: (d / name).write_text(text)
+
+
+def _model_variant(name, mutate):
+    def setup(d):
+        import onnx
+
+        model = onnx.load(str(d / "model.onnx"))
+        mutate(model, d)
+        onnx.save(model, str(d / name))
+    return setup
+
+
+def _future_schema(model, d):
+    meta = json.loads(model.metadata_props[0].value)
+    meta["schema_version"] = 2
+    model.metadata_props[0].value = json.dumps(meta)
+
+
+def _external(model, d):
+    import onnx
+
+    onnx.save(model, str(d / "ext.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+    model.CopyFrom(onnx.load(str(d / "ext.onnx"), load_external_data=False))
+
+
+def _no_meta(model, d):
+    del model.metadata_props[:]
+
+
+NAN = np.zeros((4, 21))
+NAN[2, 3] = np.nan
+INF = np.zeros((4, 21))
+INF[1, 0] = -np.inf
+DT = np.zeros((3, 21), dtype=[("a", "f4"), ("b", "i4")])
+
+CASES = [  # (id, setup, args, exit code, stderr fragment)
+    ("pickle gadget .npy", _gadget_npy, ["score", "bad.npy"], 3, "dtype object"),
+    ("pickle gadget .npz", _gadget_npz, ["score", "bad.npz"], 3, "dtype object"),
+    ("raw pickle as .npy", _raw_pickle, ["score", "bad.npy"], 3, "not a valid .npy"),
+    ("text as .npy", _text("bad.npy", "1,2,3\n"), ["score", "bad.npy"], 3, "not a valid .npy"),
+    ("empty .npy", _text("bad.npy", ""), ["score", "bad.npy"], 3, "not a valid .npy"),
+    ("truncated .npy", _truncated_npy, ["score", "bad.npy"], 3, "truncated"),
+    ("header bomb .npy", lambda d: _npy_header_file(d / "bad.npy", (10**12, 21)), ["score", "bad.npy"], 3, "truncated"),
+    ("dimension >= 2**64", _huge_dim, ["score", "bad.npy"], 3, ".npy"),
+    ("header bomb .npz", _npz_bomb, ["score", "bad.npz"], 3, "truncated"),
+    ("1-D array", _save("bad.npy", np.zeros(21)), ["score", "bad.npy"], 3, "1-D"),
+    ("3-D array", _save("bad.npy", np.zeros((2, 3, 21))), ["score", "bad.npy"], 3, "3-D"),
+    ("complex dtype", _save("bad.npy", np.zeros((3, 21), complex)), ["score", "bad.npy"], 3, "complex128"),
+    ("string dtype", _save("bad.npy", np.full((3, 21), "a")), ["score", "bad.npy"], 3, "<U1"),
+    ("datetime dtype", _save("bad.npy", np.zeros((3, 21), "datetime64[s]")), ["score", "bad.npy"], 3, "datetime64"),
+    ("structured dtype", _save("bad.npy", DT), ["score", "bad.npy"], 3, "expected a numeric dtype"),
+    ("NaN", _save("bad.npy", NAN), ["score", "bad.npy"], 3, "row 2, column 3"),
+    ("-inf", _save("bad.npy", INF), ["score", "bad.npy"], 3, "row 1, column 0"),
+    ("wrong feature count", _save("bad.npy", np.zeros((3, 5))), ["score", "bad.npy"], 3, "X has 5 features"),
+    ("bad CSV cell", _text("bad.csv", "1,2\n3,abc\n"), ["score", "bad.csv"], 3, "row 1, column 1"),
+    ("ragged CSV", _text("bad.csv", "1,2,3\n4,5\n"), ["score", "bad.csv"], 3, "row 1 has 2 cells"),
+    ("empty CSV", _text("bad.csv", ""), ["score", "bad.csv"], 3, "empty file"),
+    ("missing input", None, ["score", "absent.npy"], 3, "file not found"),
+    ("corrupted model", _text("bad.onnx", "\x08\x01garbage" * 9), ["score", "ok.npy", "-m", "bad.onnx"], 4, "not a valid ONNX"),
+    ("truncated model", lambda d: (d / "bad.onnx").write_bytes((d / "model.onnx").read_bytes()[:3000]),
+     ["score", "ok.npy", "-m", "bad.onnx"], 4, "not a valid ONNX"),
+    ("foreign ONNX model", _model_variant("bad.onnx", _no_meta), ["score", "ok.npy", "-m", "bad.onnx"], 4, "metadata"),
+    ("future schema", _model_variant("bad.onnx", _future_schema), ["score", "ok.npy", "-m", "bad.onnx"], 4, "schema version 2"),
+    ("external-data model", _model_variant("bad.onnx", _external), ["score", "ok.npy", "-m", "bad.onnx"], 4, "external data"),
+    ("missing output folder", None, ["score", "ok.npy", "-o", "nowhere/out.csv"], 5, "does not exist"),
+    ("fit: missing output folder", None, ["fit", "ok.npy", "-o", "nowhere/m.onnx"], 5, "does not exist"),
+    ("fit: NaN training set", _save("bad.npy", NAN), ["fit", "bad.npy", "-o", "model.onnx"], 3, "NaN"),
+    ("fit: pickle gadget", _gadget_npy, ["fit", "bad.npy", "-o", "model.onnx"], 3, "dtype object"),
+    ("fit: pickle gadget checkpoint", _gadget_checkpoint, ["fit", "ok.npy", "--resume", "evil.pt", "-o", "model.onnx"],
+     4, "weights-only"),
+    ("fit: too few rows", _save("bad.npy", np.zeros((4, 21))), ["fit", "bad.npy", "-o", "model.onnx"], 3, "expected at least"),
+    ("bad --alpha", None, ["score", "ok.npy", "--alpha", "1.5"], 3, "alpha"),
+]
+
+
+def _snapshot(d):
+    return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def workdir(tmp_path, model_path, cardio):
+    shutil.copy(model_path, tmp_path / "model.onnx")
+    np.save(tmp_path / "ok.npy", cardio[1][:50])
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_or_fault(case, workdir):
+    _, setup, args, code, fragment = case
+    if setup:
+        setup(workdir)
+    before = _snapshot(workdir)
+    r = subprocess.run(CLI + args, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert r.returncode == code, r.stderr
+    assert fragment in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 400 and "Traceback" not in r.stderr
+    assert _snapshot(workdir) == before  # every pre-existing file byte-identical, nothing new
+    assert not (workdir / "PWNED").exists()
+
+
+def test_zero_rows_score_to_an_empty_table(workdir):
+    np.save(workdir / "empty.npy", np.zeros((0, 21)))
+    r = subprocess.run(CLI + ["score", "empty.npy"], cwd=workdir, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "row,score,p_value,is_anomaly\n"
+
+
+def test_nan_policy_flag_reports_bad_rows_as_anomalous_and_scores_the_rest(workdir, cardio):
+    X = cardio[1][:20].copy()
+    X[[3, 7], [0, 5]] = [np.nan, np.inf]
+    np.save(workdir / "some_nan.npy", X)
+    r = subprocess.run(CLI + ["score", "some_nan.npy", "--nan-policy", "flag"], cwd=workdir, capture_output=True, text=True)
+    assert r.returncode == 0 and "2 rows hold NaN" in r.stderr
+    table = np.array([line.split(",") for line in r.stdout.strip().splitlines()[1:]], dtype=float)
+    assert np.isinf(table[[3, 7], 1]).all() and (table[[3, 7], 2] == 0).all() and (table[[3, 7], 3] == 1).all()
+    clean = subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout
+    ref = np.array([line.split(",") for line in clean.strip().splitlines()[1:]], dtype=float)
+    good = np.setdiff1d(np.arange(20), [3, 7])
+    np.testing.assert_array_equal(table[good, 1:3], ref[good, 1:3])
+
+
+def _fit_in_background(workdir, *extra):
+    np.save(workdir / "normal.npy", np.tile(np.load(workdir / "ok.npy"), (20, 1)))
+    return subprocess.Popen(CLI + ["fit", "normal.npy", "-o", "model.onnx", "--epochs", "100000", "--quiet",
+                                   "--checkpoint", "ck.pt", "--checkpoint-every", "1", *extra],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "training never wrote a checkpoint"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_killed_fit_leaves_the_previous_model_scoring_identically(workdir, sig, code):
+    before = (workdir / "model.onnx").read_bytes()
+    ref = subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout
+    proc = _fit_in_background(workdir)
+    _wait_for(workdir / "ck.pt", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    if sig != signal.SIGKILL:
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not [p for p in os.listdir(workdir) if p.endswith(".tmp")]
+    assert (workdir / "model.onnx").read_bytes() == before
+    assert subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout == ref
+
+
+def test_resume_equals_an_uninterrupted_run(cardio, tmp_path):
+    from vae_anomaly.train import TrainConfig, train
+
+    X = cardio[0][:300]
+    cfg = dict(seed=3, patience=100)
+    train(X, config=TrainConfig(epochs=3, **cfg), checkpoint=tmp_path / "ck.pt", checkpoint_every=3)
+    resumed = train(X, config=TrainConfig(epochs=6, **cfg), resume=tmp_path / "ck.pt")
+    straight = train(X, config=TrainConfig(epochs=6, **cfg))
+    assert resumed.summary["resumed_from_epoch"] == 3 and resumed.summary["epochs_run"] == 6
+    assert resumed.summary["best_val_neg_elbo"] == straight.summary["best_val_neg_elbo"]
+    for (k, a), (_, b) in zip(resumed.graph.state_dict().items(), straight.graph.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(Exception, match="differs from the data"):
+        train(X[:200], config=TrainConfig(epochs=6, **cfg), resume=tmp_path / "ck.pt")
+
+
+def test_resume_through_the_cli(workdir):
+    np.save(workdir / "normal.npy", np.tile(np.load(workdir / "ok.npy"), (4, 1)))
+    first = subprocess.run(CLI + ["fit", "normal.npy", "-o", "m.onnx", "--epochs", "4", "--quiet", "--checkpoint",
+                                  "ck.pt", "--checkpoint-every", "2"], cwd=workdir, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(CLI + ["fit", "normal.npy", "-o", "m.onnx", "--epochs", "7", "--quiet", "--resume", "ck.pt"],
+                            cwd=workdir, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    info = json.loads(subprocess.run(CLI + ["info", "m.onnx"], cwd=workdir, capture_output=True, text=True).stdout)
+    assert info["training"]["resumed_from_epoch"] == 4 and info["training"]["epochs_run"] == 7
