@@ -103,6 +103,12 @@ def _external(model, d):
     model.CopyFrom(onnx.load(str(d / "ext.onnx"), load_external_data=False))
 
 
+def _wrong_width(model, d):
+    meta = json.loads(model.metadata_props[0].value)
+    meta["n_features"] = 5
+    model.metadata_props[0].value = json.dumps(meta)
+
+
 def _no_meta(model, d):
     del model.metadata_props[:]
 
@@ -141,6 +147,8 @@ CASES = [  # (id, setup, args, exit code, stderr fragment)
      ["score", "ok.npy", "-m", "bad.onnx"], 4, "not a valid ONNX"),
     ("foreign ONNX model", _model_variant("bad.onnx", _no_meta), ["score", "ok.npy", "-m", "bad.onnx"], 4, "metadata"),
     ("future schema", _model_variant("bad.onnx", _future_schema), ["score", "ok.npy", "-m", "bad.onnx"], 4, "schema version 2"),
+    ("graph disagrees with metadata", _model_variant("bad.onnx", _wrong_width), ["score", "ok.npy", "-m", "bad.onnx"],
+     4, "disagree"),
     ("external-data model", _model_variant("bad.onnx", _external), ["score", "ok.npy", "-m", "bad.onnx"], 4, "external data"),
     ("missing output folder", None, ["score", "ok.npy", "-o", "nowhere/out.csv"], 5, "does not exist"),
     ("fit: missing output folder", None, ["fit", "ok.npy", "-o", "nowhere/m.onnx"], 5, "does not exist"),
@@ -148,6 +156,7 @@ CASES = [  # (id, setup, args, exit code, stderr fragment)
     ("fit: pickle gadget", _gadget_npy, ["fit", "bad.npy", "-o", "model.onnx"], 3, "dtype object"),
     ("fit: pickle gadget checkpoint", _gadget_checkpoint, ["fit", "ok.npy", "--resume", "evil.pt", "-o", "model.onnx"],
      4, "weights-only"),
+    ("fit: zero rows", _save("bad.npy", np.zeros((0, 21))), ["fit", "bad.npy", "-o", "model.onnx"], 3, "0 rows"),
     ("fit: too few rows", _save("bad.npy", np.zeros((4, 21))), ["fit", "bad.npy", "-o", "model.onnx"], 3, "expected at least"),
     ("bad --alpha", None, ["score", "ok.npy", "--alpha", "1.5"], 3, "alpha"),
 ]
