@@ -61,7 +61,7 @@ def _on_sigterm(signum, frame):
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
+def _errors(on_signal: str = "the output file was left as it was") -> Iterator[None]:
     """The one error funnel: VaeAnomalyError -> one line + its exit code; anything else -> exit 1.
 
     SIGINT exits 130 and SIGTERM 143, after atomic writes have removed their temporary files: an
@@ -72,10 +72,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print("error: interrupted (SIGINT); the output file was left as it was.", file=sys.stderr)
+        print(f"error: interrupted (SIGINT); {on_signal}.", file=sys.stderr)
         raise typer.Exit(130) from None
     except _Terminated:
-        print("error: terminated (SIGTERM); the output file was left as it was.", file=sys.stderr)
+        print(f"error: terminated (SIGTERM); {on_signal}.", file=sys.stderr)
         raise typer.Exit(143) from None
     except VaeAnomalyError as e:
         if _state["debug"]:
@@ -340,6 +340,29 @@ def benchmark(
             warnings.warn("matplotlib is not installed, so benchmark.png was not drawn: pip install 'vae-anomaly[plot]'.")
         Console().print(Markdown(table))
         err.print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {report['protocol']['wall_seconds']:.0f} s")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model file to serve (hot-reloaded when replaced).")] = Path("model.onnx"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (one onnxruntime session each).")] = 1,
+    max_rows: Annotated[int, typer.Option(help="Most rows in one request (else 413).")] = 100_000,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (else 413).")] = 64.0,
+) -> None:
+    """Serve the model over HTTP: POST /score, /reload; GET /healthz, /readyz, /model, /metrics, /docs."""
+    with _errors(on_signal="the server shut down"):
+        import os
+
+        import uvicorn
+
+        Scorer(model)  # refuse a bad model here, with exit 4, before binding the port
+        os.environ.update(VAE_ANOMALY_MODEL=str(model.resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
+                          VAE_ANOMALY_MAX_BYTES=str(int(max_body_mb * 1024 * 1024)))
+        err.print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
+        uvicorn.run("vae_anomaly.service:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
 
 
 def main() -> None:

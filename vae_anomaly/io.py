@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -103,6 +104,29 @@ def _read_npy(p: Path) -> np.ndarray:
     return np.load(p, allow_pickle=False)
 
 
+def parse_matrix_bytes(data: bytes, kind: str, label: str) -> np.ndarray:
+    """Parse an in-memory ``.npy`` or ``.csv`` payload with the same checks as the file readers.
+
+    Parameters
+    ----------
+    data : the payload.
+    kind : "npy" or "csv".
+    label : how the payload is named in errors.
+
+    Raises
+    ------
+    InputValidationError
+    """
+    if kind == "npy":
+        _check_npy_header(io.BytesIO(data), len(data), label)
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputValidationError(f"{label}: cannot read as UTF-8 text CSV ({e}).") from None
+    return _parse_csv(io.StringIO(text, newline=""), label)
+
+
 def _read_npz(p: Path) -> np.ndarray:
     """Pick array X (or the only array) and check its header like a .npy file before reading it."""
     try:
@@ -139,13 +163,16 @@ def _is_number(cell: str) -> bool:
 
 
 def _read_csv(p: Path) -> np.ndarray:
-    """Parse a numeric CSV; a first row that is not all numbers is taken as the header."""
     try:
         with p.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+            return _parse_csv(f, str(p))
     except (OSError, UnicodeDecodeError) as e:
         raise InputValidationError(f"{p}: cannot read as UTF-8 text CSV ({e}).") from None
-    rows = [r for r in rows if r]  # blank lines carry no data
+
+
+def _parse_csv(lines: Iterable[str], p: str) -> np.ndarray:
+    """Parse numeric CSV lines; a first row that is not all numbers is taken as the header."""
+    rows = [r for r in csv.reader(lines) if r]  # blank lines carry no data
     if not rows:
         raise InputValidationError(f"{p}: empty file; expected rows of comma-separated numbers.")
     if not all(_is_number(c) for c in rows[0]):

@@ -6,6 +6,7 @@ gets the same score everywhere. Importing this module never imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ class Scorer:
         self.path = Path(model_path)
         data = artifact.read_model_bytes(self.path)
         _, self.metadata = artifact.parse_model(data, str(self.path))
+        #: the first 16 hex digits of the model file's SHA-256: which model answered
+        self.model_id = hashlib.sha256(data).hexdigest()[:16]
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if intra_op_threads is not None:

@@ -1,0 +1,158 @@
+"""The HTTP service, started for real on a loopback port in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(base, path, body=None, content_type="application/json", method=None):
+    """(status, parsed JSON or text) of one request; never raises on 4xx/5xx."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"content-type": content_type} if data is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    """(base URL, served model path) of `vae-anomaly serve` on a free loopback port."""
+    d = tmp_path_factory.mktemp("serve")
+    served = d / "model.onnx"
+    shutil.copy(model_path, served)
+    port = _free_port()
+    proc = subprocess.Popen(CLI + ["serve", "-m", str(served), "--port", str(port), "--max-rows", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if request(base, "/healthz")[0] == 200:
+                break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+    yield base, served
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def cli_scores(tmp_path, model, X):
+    np.save(tmp_path / "rows.npy", X)
+    out = subprocess.run(CLI + ["score", "rows.npy", "-m", str(model)], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return np.array([line.split(",") for line in out.stdout.strip().splitlines()[1:]], dtype=float)
+
+
+def test_scores_equal_the_cli_for_json_csv_and_npy_bodies(server, cardio, tmp_path):
+    import io
+
+    base, model = server
+    X = cardio[1][:60]
+    ref = cli_scores(tmp_path, model, X)
+    status, js = request(base, "/score", {"rows": X.tolist()})
+    assert status == 200, js
+    csv_body = "\n".join(",".join(map(repr, row)) for row in X.tolist()).encode()
+    buf = io.BytesIO()
+    np.save(buf, X)
+    for name, (st, out) in {"json": (status, js), "csv": request(base, "/score", csv_body, "text/csv"),
+                            "npy": request(base, "/score", buf.getvalue(), "application/x-npy")}.items():
+        assert st == 200, (name, out)
+        np.testing.assert_array_equal(np.float32(out["scores"]), np.float32(ref[:, 1]), err_msg=name)
+        np.testing.assert_allclose(out["p_values"], ref[:, 2], rtol=1e-8, err_msg=name)
+        np.testing.assert_array_equal(np.array(out["is_anomaly"], dtype=float), ref[:, 3], err_msg=name)
+
+
+@pytest.mark.parametrize("body, content_type, status, fragment", [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    ({"values": [[1]]}, "application/json", 400, "expected a JSON object"),
+    ({"rows": [["a"] * 21]}, "application/json", 400, "lists of numbers"),
+    (b"1,2\n3,x\n", "text/csv", 400, "row 1, column 1"),
+    (b"\x93NUMPY garbage", "application/x-npy", 400, "not a valid .npy"),
+    ({"rows": [[0.0] * 21] * 501}, "application/json", 413, "the limit is 500"),
+    (b"<xml/>", "application/xml", 415, "content type"),
+    ({"rows": [[0.0] * 5]}, "application/json", 422, "X has 5 features, but the model expects 21"),
+    (b'{"rows": [[NaN' + b", 0" * 20 + b"]]}", "application/json", 422, "NaN"),
+    ({"rows": [[0.0] * 21], "alpha": 3}, "application/json", 422, "alpha"),
+])
+def test_bad_requests_get_their_status_and_the_cli_wording(server, body, content_type, status, fragment):
+    base, _ = server
+    got, out = request(base, "/score", body, content_type)
+    assert got == status and fragment in out["error"], out
+    assert request(base, "/healthz")[0] == 200  # the server survives
+
+
+def test_metrics_count_what_was_served(server, cardio):
+    base, _ = server
+
+    def value(text, name):
+        line = [ln for ln in text.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{")]
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in line)
+
+    before = request(base, "/metrics")[1]
+    status, out = request(base, "/score", {"rows": cardio[1][:7].tolist()})
+    request(base, "/score", b"x", "application/xml")
+    after = request(base, "/metrics")[1]
+    assert value(after, "vae_anomaly_rows_scored_total") - value(before, "vae_anomaly_rows_scored_total") == 7
+    assert value(after, "vae_anomaly_anomalies_flagged_total") - value(before, "vae_anomaly_anomalies_flagged_total") \
+        == sum(out["is_anomaly"])
+    assert value(after, 'vae_anomaly_errors_total{kind="unsupported_media_type"}') >= 1
+    assert "vae_anomaly_request_latency_seconds_bucket" in after
+
+
+def test_model_metadata_and_openapi(server):
+    base, _ = server
+    status, meta = request(base, "/model")
+    assert status == 200 and meta["metadata"]["n_features"] == 21
+    status, spec = request(base, "/openapi.json")
+    assert status == 200 and "/score" in spec["paths"]
+    assert request(base, "/readyz")[1]["status"] == "ready"
+
+
+def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, trained, cardio, tmp_path):
+    from vae_anomaly.export import export_model
+    from vae_anomaly.io import atomic_write
+
+    base, served = server
+    rows = {"rows": cardio[1][:5].tolist()}
+    old_id = request(base, "/score", rows)[1]["model_id"]
+    export_model(trained, served, alpha=0.2)  # atomic replace by a different model (other alpha)
+    new = request(base, "/score", rows)[1]
+    assert new["model_id"] != old_id and new["alpha"] == 0.2
+    with atomic_write(served) as f:
+        f.write(b"\x08\x01 this is not a model")
+    still = request(base, "/score", rows)
+    assert still[0] == 200 and still[1]["model_id"] == new["model_id"]
+    status, out = request(base, "/reload", b"", "application/json")
+    assert status == 409 and "not a valid ONNX model" in out["error"]
+    assert "reload" in request(base, "/metrics")[1]
