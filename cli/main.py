@@ -1,8 +1,9 @@
 """The ``vae-anomaly`` command line (Typer): thin commands over the library, one error funnel.
 
 Exit codes (DESIGN.md §6): 0 success, 1 internal error, 2 usage, 3 invalid input data,
-4 invalid or incompatible model, 5 output cannot be written. Errors are one line on stderr;
-``--debug`` shows the traceback. Only ``fit`` and ``demo`` import torch.
+4 invalid or incompatible model, 5 output cannot be written, 130 SIGINT, 143 SIGTERM. Errors are
+one line on stderr; ``--debug`` shows the traceback. Only ``fit``, ``demo`` and ``benchmark``
+import torch; ``serve`` needs the [serve] extra.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typer
 from rich.console import Console
 
 from vae_anomaly import Scorer, __version__
+from vae_anomaly.calibration import check_alpha
 from vae_anomaly.errors import VaeAnomalyError
 from vae_anomaly.io import SCORES_CSV_HEADER, atomic_write, check_output_folder, read_matrix, write_scores_csv
 
@@ -107,7 +109,7 @@ def _main(
     """vae-anomaly: honest, deterministic, calibrated VAE anomaly scores from one ONNX file.
 
     Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input data, 4 invalid model,
-    5 output cannot be written.
+    5 output cannot be written, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
     """
     _state["debug"] = debug
 
@@ -131,6 +133,7 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     from vae_anomaly.train import TrainConfig, train
 
     check_output_folder(output)  # fail before training, not after
+    check_alpha(alpha)
     X = read_matrix(normal_file)
     X_val = read_matrix(val) if val is not None else None
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
