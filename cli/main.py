@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -25,7 +26,8 @@ from rich.console import Console
 from vae_anomaly import Scorer, __version__
 from vae_anomaly.calibration import check_alpha
 from vae_anomaly.errors import VaeAnomalyError
-from vae_anomaly.io import SCORES_CSV_HEADER, atomic_write, check_output_folder, read_matrix, write_scores_csv
+from vae_anomaly.io import atomic_write, check_output_folder, read_matrix, scores_csv_header, write_scores_csv
+from vae_anomaly.validation import check_array
 
 app = typer.Typer(
     name="vae-anomaly",
@@ -84,6 +86,9 @@ def _errors(on_signal: str = "the output file was left as it was") -> Iterator[N
             raise
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(e.exit_code) from None
+    except BrokenPipeError:  # stdout closed early (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise  # click prints usage errors itself, with exit code 2
     except Exception as e:
@@ -195,26 +200,38 @@ class NanPolicy(str, Enum):
 
 
 def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
-               alpha: Optional[float], score: Optional[str], nan_policy: str = "raise"):
+               alpha: Optional[float], score: Optional[str], nan_policy: str = "raise", fdr: Optional[float] = None,
+               features: int = 0, summary_json: Optional[Path] = None):
     """Score a file; write the CSV to ``output`` (atomically) or stdout; return the ScoreResult."""
+    from vae_anomaly.monitoring import batch_summary, top_features
+
     scorer = Scorer(model)
-    if output is not None:
-        check_output_folder(output)
-    X = read_matrix(new_file)
-    result = scorer.predict(X, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
-                            nan_policy=nan_policy)
+    for path in (output, summary_json):
+        if path is not None:
+            check_output_folder(path)
+    x = check_array(read_matrix(new_file), name=str(new_file), n_features=scorer.n_features,
+                    allow_nonfinite=nan_policy == "flag")
+    result = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
+                            nan_policy=nan_policy, fdr=fdr)
     n_bad = int(np.count_nonzero(result.p_values == 0))  # only rows with NaN/inf get p = 0
     if n_bad:
         warnings.warn(f"{new_file}: {n_bad} rows hold NaN or infinite values; reported as anomalous "
                       "(score inf, p_value 0, is_anomaly 1).")
+    top = top_features(scorer, x, features) if features > 0 else None
+
+    def write(f) -> None:
+        f.write(scores_csv_header(top is not None))
+        write_scores_csv(f, result.scores, result.p_values, result.is_anomaly, top_features=top)
+
     if output is None:
-        sys.stdout.write(SCORES_CSV_HEADER)
-        write_scores_csv(sys.stdout, result.scores, result.p_values, result.is_anomaly)
+        write(sys.stdout)
         sys.stdout.flush()
     else:
         with atomic_write(output, "w") as f:
-            f.write(SCORES_CSV_HEADER)
-            write_scores_csv(f, result.scores, result.p_values, result.is_anomaly)
+            write(f)
+    if summary_json is not None:
+        with atomic_write(summary_json, "w") as f:
+            json.dump(batch_summary(result, x, scorer), f, indent=1)
     return result
 
 
@@ -229,11 +246,63 @@ def score(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="CSV file (default: stdout).")] = None,
     nan_policy: Annotated[NanPolicy, typer.Option(
         help="'raise' refuses NaN/inf (exit 3); 'flag' scores the other rows and flags those as anomalous.")] = NanPolicy.raise_,
+    fdr: Annotated[Optional[float], typer.Option(
+        help="Flag by Benjamini-Hochberg at this false discovery rate over the file's p-values.")] = None,
+    features: Annotated[int, typer.Option(
+        help="Add a top_features column: each row's K most anomalous feature indices.")] = 0,
+    summary_json: Annotated[Optional[Path], typer.Option(
+        help="Write a monitoring summary (counts, rate, quantiles, drift, model id) as JSON.")] = None,
+    fail_on_anomaly: Annotated[bool, typer.Option(
+        "--fail-on-anomaly", help="Exit 6 when any row is flagged (after writing the outputs).")] = False,
 ) -> None:
     """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
-        score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
-                   score=score_name.value if score_name else None, nan_policy=nan_policy.value)
+        result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
+                            score=score_name.value if score_name else None, nan_policy=nan_policy.value,
+                            fdr=fdr, features=features, summary_json=summary_json)
+    if fail_on_anomaly and result.is_anomaly.any():
+        raise typer.Exit(6)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="Model file to recalibrate (rewritten atomically).")],
+    val_file: Annotated[Path, typer.Argument(help="Validation rows: normal rows, or labelled with --labels.")],
+    labels: Annotated[Optional[Path], typer.Option(help="0/1 label per row of VAL_FILE (1 = anomaly).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="New false-alarm rate for --threshold auto.")] = None,
+    target: Annotated[str, typer.Option(help="fpr (conformal, needs no labels), f1 or recall (need --labels).")] = "fpr",
+    recall: Annotated[float, typer.Option(help="Target recall for --target recall.")] = 0.9,
+) -> None:
+    """Recompute the calibration scores and threshold from new validation data, without retraining."""
+    with _errors():
+        from vae_anomaly.recalibration import recalibrate
+
+        if target not in ("fpr", "f1", "recall"):
+            raise typer.BadParameter(f"--target: got {target!r}; expected fpr, f1 or recall.")
+        y = read_matrix(labels).ravel() if labels is not None else None
+        report = recalibrate(model, read_matrix(val_file), labels=y, alpha=alpha, target=target, recall=recall,
+                             name=str(val_file))
+        print(json.dumps(report, indent=1))
+
+
+@app.command()
+def report(
+    new_file: Annotated[Path, typer.Argument(help="Rows to report on: .npy, .npz or .csv.")],
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model file.")] = Path("model.onnx"),
+    labels: Annotated[Optional[Path], typer.Option(help="0/1 label per row (adds the ROC curve).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="report.png or report.html.")] = Path("report.png"),
+    top: Annotated[int, typer.Option(help="How many of the most anomalous rows to list.")] = 10,
+) -> None:
+    """Score histogram against the calibration scores, top anomalous rows and features, ROC with labels."""
+    with _errors():
+        from vae_anomaly.report import write_report
+
+        check_output_folder(output)
+        scorer = Scorer(model)
+        x = check_array(read_matrix(new_file), name=str(new_file), n_features=scorer.n_features)
+        y = read_matrix(labels).ravel() if labels is not None else None
+        write_report(scorer, x, output, labels=y, top=top, title=str(new_file))
+        err.print(f"wrote {output}")
 
 
 @app.command()
@@ -356,8 +425,6 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: POST /score, /reload; GET /healthz, /readyz, /model, /metrics, /docs."""
     with _errors(on_signal="the server shut down"):
-        import os
-
         import uvicorn
 
         Scorer(model)  # refuse a bad model here, with exit 4, before binding the port

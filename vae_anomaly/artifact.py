@@ -32,7 +32,7 @@ FEATURE_TERMS_OUTPUT = "feature_terms"
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 _REQUIRED = (
     "schema_version", "library_version", "n_features", "score_names", "default_score",
-    "alpha", "calibration", "thresholds", "training",
+    "alpha", "calibration", "thresholds", "training", "feature_mean", "feature_std",
 )
 
 
@@ -121,6 +121,37 @@ def parse_model(data: bytes, name: str) -> tuple[Any, dict]:
             f"{name}: graph input shape disagrees with metadata n_features={meta['n_features']}."
         )
     return model, meta
+
+
+def attach_metadata(data: bytes, meta: dict, producer_version: str, name: str) -> bytes:
+    """The ONNX model in ``data`` with ``meta`` as its metadata; it must pass :func:`parse_model`.
+
+    Raises
+    ------
+    ModelArtifactError : the result would not load.
+    """
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    model.producer_name, model.producer_version = "vae-anomaly", producer_version
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta)})
+    final = model.SerializeToString()
+    parse_model(final, name)
+    return final
+
+
+def write_model(path: str | os.PathLike, data: bytes, meta: dict, producer_version: str) -> None:
+    """Attach ``meta`` to the ONNX model in ``data`` and write it atomically to ``path``.
+
+    Raises
+    ------
+    ModelArtifactError : the result would not load. OutputWriteError : cannot write.
+    """
+    from .io import atomic_write
+
+    final = attach_metadata(data, meta, producer_version, str(path))
+    with atomic_write(path) as f:
+        f.write(final)
 
 
 def check_metadata(meta: dict, name: str) -> None:

@@ -20,6 +20,31 @@ import numpy as np
 from .errors import InputValidationError
 
 
+#: the most calibration scores stored per score type (a seeded random subset beyond that)
+CALIBRATION_CAP = 20000
+
+
+def calibration_entries(scores: dict[str, np.ndarray], alpha: float, seed: int = 0) -> dict:
+    """The model metadata's calibration fields from each score type's scores on calibration rows.
+
+    Keeps at most :data:`CALIBRATION_CAP` rows (a seeded random subset, the same rows for every
+    score), sorted ascending, and the conformal threshold of each score at ``alpha`` (None when
+    nothing can be flagged). Warns when alpha < 1/(n+1).
+
+    Returns
+    -------
+    dict with keys calibration, thresholds, n_calibration, calibration_cap, alpha, auto_threshold.
+    """
+    n = len(next(iter(scores.values())))
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:CALIBRATION_CAP])
+    calibration = {s: np.sort(np.asarray(v)[keep]).astype(float).tolist() for s, v in scores.items()}
+    warn_if_undetectable(alpha, keep.size)
+    thresholds = {s: score_threshold(np.asarray(c), alpha) for s, c in calibration.items()}
+    return {"alpha": alpha, "calibration": calibration, "n_calibration": int(keep.size),
+            "calibration_cap": CALIBRATION_CAP, "auto_threshold": None,
+            "thresholds": {s: (t if np.isfinite(t) else None) for s, t in thresholds.items()}}
+
+
 def check_alpha(alpha: float) -> float:
     """Return ``alpha`` as a float, or raise InputValidationError unless 0 < alpha < 1."""
     alpha = float(alpha)
@@ -77,3 +102,80 @@ def warn_if_undetectable(alpha: float, n_calibration: int) -> None:
             "normal rows (or a larger --val-fraction) or raise --alpha.",
             stacklevel=2,
         )
+
+
+def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
+    """Rows rejected by the Benjamini–Hochberg procedure at false discovery rate ``q``.
+
+    Benjamini & Hochberg, J. R. Stat. Soc. B 57(1), 1995: with p-values sorted ascending
+    p_(1) <= ... <= p_(m), reject the k* smallest where k* = max{k : p_(k) <= k q / m}. With
+    conformal p-values (positively dependent through the shared calibration set) this controls the
+    expected share of false discoveries at q (Bates et al. 2023, Thm 3).
+
+    Parameters
+    ----------
+    p_values : float array, shape (m,).
+    q : target false discovery rate in (0, 1).
+
+    Returns
+    -------
+    bool array, shape (m,): True = flagged.
+    """
+    q = float(q)
+    if not 0.0 < q < 1.0:
+        raise InputValidationError(f"--fdr: got {q}; expected a false discovery rate strictly between 0 and 1.")
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    out = np.zeros(m, dtype=bool)
+    if m == 0:
+        return out
+    order = np.argsort(p, kind="stable")
+    below = np.flatnonzero(p[order] <= q * np.arange(1, m + 1) / m)
+    if below.size:
+        out[order[: below[-1] + 1]] = True
+    return out
+
+
+def threshold_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 and false-alarm rate of flagging ``scores > threshold`` (labels 1 = anomaly)."""
+    flags = np.asarray(scores) > threshold
+    y = np.asarray(labels).astype(bool)
+    tp, fp = int(np.sum(flags & y)), int(np.sum(flags & ~y))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / y.sum() if y.sum() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    far = fp / (~y).sum() if (~y).sum() else 0.0
+    return {"precision": precision, "recall": float(recall), "f1": f1, "false_alarm_rate": float(far),
+            "n_flagged": int(flags.sum())}
+
+
+def threshold_for_target(scores: np.ndarray, labels: np.ndarray, target: str, recall: float = 0.9) -> float:
+    """A score threshold chosen on labelled data (flag score > threshold).
+
+    target "f1": the threshold with the highest F1 (ties: the highest threshold);
+    target "recall": the highest threshold whose recall is at least ``recall``.
+    These are empirical choices on the given rows, with no false-alarm guarantee.
+
+    Raises
+    ------
+    InputValidationError : no anomalies or no normal rows among the labels, unknown target.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if y.all() or not y.any():
+        raise InputValidationError("--labels: need both normal (0) and anomalous (1) rows to choose a threshold.")
+    if target not in ("f1", "recall"):
+        raise InputValidationError(f"--target: got {target!r}; expected fpr, f1 or recall.")
+    u = np.unique(s)
+    candidates = np.r_[-np.inf, u[:-1]]  # flag scores > t; the largest score would flag nothing
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    tp = pos.size - np.searchsorted(pos, candidates, side="right")
+    fp = neg.size - np.searchsorted(neg, candidates, side="right")
+    rec = tp / pos.size
+    if target == "recall":
+        ok = np.flatnonzero(rec >= recall)
+        return float(candidates[ok[-1]])
+    prec = tp / np.maximum(tp + fp, 1)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)
+    best = np.flatnonzero(f1 == f1.max())[-1]
+    return float(candidates[best])

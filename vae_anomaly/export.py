@@ -6,7 +6,6 @@ so they are exactly what :class:`~vae_anomaly.scorer.Scorer` computes for the sa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -16,20 +15,13 @@ import numpy as np
 import torch
 
 from . import __version__, artifact
-from .calibration import check_alpha, score_threshold, warn_if_undetectable
+from .calibration import calibration_entries, check_alpha
 from .errors import TrainingError
 from .io import atomic_write
 from .train import TrainResult
 
-#: the most calibration scores stored per score type (a seeded random subset beyond that)
-CALIBRATION_CAP = 20000
 OPSET = 18
 _OUTPUTS = [*artifact.SCORE_OUTPUTS.values(), artifact.FEATURE_TERMS_OUTPUT]
-
-
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no infinity: an unreachable threshold is stored as null."""
-    return value if np.isfinite(value) else None
 
 
 def _to_onnx_bytes(graph: torch.nn.Module, n_features: int) -> bytes:
@@ -59,18 +51,35 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
                  default_score: str = "neg-elbo", rtol: float = 1e-3) -> dict:
     """Write ``result`` as a self-contained ONNX model with metadata; return the metadata.
 
-    Parameters
-    ----------
-    result : the output of :func:`vae_anomaly.train.train`.
-    path : destination (written atomically; an existing file is replaced only when complete).
-    alpha : false-alarm rate of ``--threshold auto`` stored in the model.
-    default_score : the score used when none is named.
-    rtol : relative tolerance of the torch vs onnxruntime parity check.
+    See :func:`build_model` for the parameters; ``path`` is written atomically (an existing file
+    is replaced only by a complete, checked model).
 
     Raises
     ------
     TrainingError : onnxruntime's scores disagree with torch's (nothing is written).
     OutputWriteError : the destination cannot be written.
+    """
+    data, meta = build_model(result, alpha=alpha, default_score=default_score, rtol=rtol, name=str(path))
+    with atomic_write(path) as f:
+        f.write(data)
+    return meta
+
+
+def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str = "neg-elbo",
+                rtol: float = 1e-3, name: str = "model") -> tuple[bytes, dict]:
+    """The model file's bytes and metadata for ``result``: ONNX graph, parity check, calibration.
+
+    Parameters
+    ----------
+    result : the output of :func:`vae_anomaly.train.train`.
+    alpha : false-alarm rate of ``--threshold auto`` stored in the model.
+    default_score : the score used when none is named.
+    rtol : relative tolerance of the torch vs onnxruntime parity check.
+    name : how the model is named in errors.
+
+    Raises
+    ------
+    TrainingError : onnxruntime's scores disagree with torch's.
     """
     alpha = check_alpha(alpha)
     graph, x_val = result.graph.eval(), result.x_val
@@ -86,11 +95,8 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
             raise TrainingError(f"export: onnxruntime's {name} differs from torch's by {worst:g}; "
                                 "nothing was written. Please report this as a bug.")
 
-    rng = np.random.default_rng(result.summary["config"]["seed"])
-    keep = np.sort(rng.permutation(len(x_val))[:CALIBRATION_CAP])
-    calibration = {s: np.sort(ort_out[i][keep]).astype(float).tolist()
-                   for i, s in enumerate(artifact.SCORE_OUTPUTS)}
-    warn_if_undetectable(alpha, len(keep))
+    calibration = calibration_entries({s: ort_out[i] for i, s in enumerate(artifact.SCORE_OUTPUTS)}, alpha,
+                                      seed=result.summary["config"]["seed"])
     import onnx
     import onnxruntime
 
@@ -98,17 +104,15 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
         "schema_version": artifact.SCHEMA_VERSION,
         "library_version": __version__,
         "n_features": int(n_features),
+        "feature_mean": graph.vae.loc.tolist(),
+        "feature_std": graph.vae.scale.tolist(),
         "feature_names": None,
         "input_name": artifact.INPUT_NAME,
         "outputs": dict(artifact.SCORE_OUTPUTS, feature_terms=artifact.FEATURE_TERMS_OUTPUT),
         "score_names": list(artifact.SCORE_OUTPUTS),
         "default_score": default_score,
         "score_direction": "higher = more anomalous",
-        "alpha": alpha,
-        "thresholds": {s: _finite_or_none(score_threshold(np.asarray(c), alpha)) for s, c in calibration.items()},
-        "calibration_cap": CALIBRATION_CAP,
-        "calibration": calibration,
-        "n_calibration": len(keep),
+        **calibration,
         "training": {
             **result.summary,
             "versions": {"vae_anomaly": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -116,11 +120,4 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
                          "python": platform.python_version()},
         },
     }
-    model = onnx.load_model_from_string(data)
-    model.producer_name, model.producer_version = "vae-anomaly", __version__
-    onnx.helper.set_model_props(model, {artifact.METADATA_KEY: json.dumps(meta)})
-    final = model.SerializeToString()
-    artifact.parse_model(final, str(path))  # the file must pass the loader's own checks
-    with atomic_write(path) as f:
-        f.write(final)
-    return meta
+    return artifact.attach_metadata(data, meta, __version__, name), meta

@@ -209,20 +209,25 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
+def scores_csv_header(top_features: bool = False) -> str:
+    """The header line of the scores CSV."""
+    return "row,score,p_value,is_anomaly" + (",top_features" if top_features else "") + "\n"
+
+
 def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
-                     first_row: int = 0) -> None:
-    """Write ``row,score,p_value,is_anomaly`` lines (no header) to a text file.
+                     first_row: int = 0, top_features: np.ndarray | None = None) -> None:
+    """Write ``row,score,p_value,is_anomaly[,top_features]`` lines (no header) to a text file.
 
     ``row`` is the 0-based input row (offset by ``first_row``); scores and p-values are written with
-    9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1.
+    9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1; ``top_features``
+    (int, (n_rows, k)) becomes the feature indices joined by ";", most anomalous first.
     """
-    f.writelines(
-        f"{first_row + i},{s:.9g},{p:.9g},{int(a)}\n"
-        for i, (s, p, a) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist()))
-    )
-
-
-SCORES_CSV_HEADER = "row,score,p_value,is_anomaly\n"
+    rows = zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist())
+    if top_features is None:
+        f.writelines(f"{first_row + i},{s:.9g},{p:.9g},{int(a)}\n" for i, (s, p, a) in enumerate(rows))
+    else:
+        f.writelines(f"{first_row + i},{s:.9g},{p:.9g},{int(a)},{';'.join(map(str, t))}\n"
+                     for i, ((s, p, a), t) in enumerate(zip(rows, top_features.tolist())))
 
 
 @contextlib.contextmanager
@@ -240,6 +245,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     folder = check_output_folder(dest)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, dest.stat().st_mode & 0o777 if dest.exists() else 0o666 & ~umask)  # mkstemp gives 0600
     except OSError as e:
         raise OutputWriteError(f"{dest}: cannot create a file in {folder} ({e.strerror}).") from None
     try:

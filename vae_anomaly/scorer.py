@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact
-from .calibration import check_alpha, conformal_p_values, score_threshold, warn_if_undetectable
+from .calibration import (benjamini_hochberg, check_alpha, conformal_p_values, score_threshold,
+                          warn_if_undetectable)
 from .errors import InputValidationError, ModelArtifactError
 from .validation import check_array
 
@@ -31,7 +32,7 @@ class ScoreResult:
     p_values : float64, shape (n_rows,); conformal p-values, lower = more anomalous.
     is_anomaly : bool, shape (n_rows,); ``scores > threshold`` (a row with NaN/inf under
         ``nan_policy="flag"`` has score +inf and p-value 0 and is always flagged).
-    threshold : the score threshold used (``inf`` when nothing can be flagged).
+    threshold : the score threshold used (``inf`` when nothing can be flagged, NaN under ``fdr``).
     score_name : which score ("neg-elbo", "recon-prob" or "iwae").
     alpha : the false-alarm rate of ``threshold="auto"``, or None for a fixed threshold.
     """
@@ -65,11 +66,21 @@ class Scorer:
     """
 
     def __init__(self, model_path: str | os.PathLike = "model.onnx", *, intra_op_threads: int | None = None):
+        self.path = Path(model_path)
+        self._load(artifact.read_model_bytes(self.path), str(self.path), intra_op_threads)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, name: str = "model", intra_op_threads: int | None = None) -> "Scorer":
+        """A Scorer from the bytes of a model file (same checks as loading the file)."""
+        scorer = cls.__new__(cls)
+        scorer.path = Path(name)
+        scorer._load(data, name, intra_op_threads)
+        return scorer
+
+    def _load(self, data: bytes, name: str, intra_op_threads: int | None) -> None:
         import onnxruntime as ort
 
-        self.path = Path(model_path)
-        data = artifact.read_model_bytes(self.path)
-        _, self.metadata = artifact.parse_model(data, str(self.path))
+        _, self.metadata = artifact.parse_model(data, name)
         #: the first 16 hex digits of the model file's SHA-256: which model answered
         self.model_id = hashlib.sha256(data).hexdigest()[:16]
         options = ort.SessionOptions()
@@ -80,7 +91,7 @@ class Scorer:
             self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own pybind exception types
             raise ModelArtifactError(
-                f"{self.path}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
+                f"{name}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
             ) from None
         self._calibration = {
             s: np.asarray(self.metadata["calibration"][s], dtype=np.float64) for s in self.score_names
@@ -162,15 +173,25 @@ class Scorer:
         return conformal_p_values(scores, self._calibration[self._resolve_score(score)])
 
     def threshold(self, *, score: str | None = None, alpha: float | None = None) -> float:
-        """The score threshold of ``--threshold auto``: flag when score > threshold ⇔ p <= alpha."""
-        cal = self._calibration[self._resolve_score(score)]
+        """The score threshold of ``--threshold auto``: flag a row when its score is greater.
+
+        With ``alpha`` given, or when the model stores no other rule: the conformal threshold,
+        score > threshold ⇔ p-value <= alpha. A model recalibrated for F1 or a target recall on
+        labelled data (``vae-anomaly calibrate --target``) stores that threshold instead, used when
+        ``alpha`` is None.
+        """
+        score = self._resolve_score(score)
+        rule = self.metadata.get("auto_threshold")
+        if alpha is None and rule and rule["score"] == score:
+            return float(rule["value"])
+        cal = self._calibration[score]
         alpha = self.alpha if alpha is None else check_alpha(alpha)
         warn_if_undetectable(alpha, cal.size)
         return score_threshold(cal, alpha)
 
     def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
                 alpha: float | None = None, name: str = "X", nan_policy: str = "raise",
-                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
+                fdr: float | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
         """Score rows, compute their conformal p-values and flag anomalies.
 
         Parameters
@@ -182,6 +203,8 @@ class Scorer:
         alpha : overrides the model's stored alpha for ``threshold="auto"``.
         nan_policy : "raise" refuses NaN/±inf values; "flag" scores the other rows and reports
             each row holding one as anomalous (score +inf, p-value 0, is_anomaly True), never normal.
+        fdr : if given, flag by Benjamini–Hochberg over this batch's p-values at this false
+            discovery rate instead of by threshold (``threshold`` is then NaN in the result).
 
         Returns
         -------
@@ -199,16 +222,22 @@ class Scorer:
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
         scores[~bad] = self.score_samples(x[~bad] if bad.any() else x, score=score, name=name, chunk_rows=chunk_rows)
         if threshold == "auto":
-            alpha = self.alpha if alpha is None else check_alpha(alpha)
+            rule = self.metadata.get("auto_threshold")
             t = self.threshold(score=score, alpha=alpha)
+            if alpha is None and not (rule and rule["score"] == score):
+                alpha = self.alpha
         else:
             t, alpha = float(threshold), None
         p_values = self.p_values(scores, score=score)
         p_values[bad] = 0.0
+        if fdr is not None:
+            flags, t = benjamini_hochberg(p_values, fdr), float("nan")
+        else:
+            flags = scores > t
         return ScoreResult(
             scores=scores,
             p_values=p_values,
-            is_anomaly=(scores > t) | bad,
+            is_anomaly=flags | bad,
             threshold=t,
             score_name=score,
             alpha=alpha,

@@ -1,0 +1,62 @@
+"""Machine-readable summaries of a scored batch, and per-row feature attribution (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .scorer import Scorer, ScoreResult
+
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+
+
+def batch_summary(result: ScoreResult, x: np.ndarray, scorer: Scorer) -> dict:
+    """Summary of a scored batch for monitoring jobs (plain JSON).
+
+    Parameters
+    ----------
+    result : the batch's ScoreResult.
+    x : float32 (n_rows, n_features), the scored rows (NaN/inf allowed; ignored for drift).
+    scorer : the Scorer that produced ``result``.
+
+    Returns
+    -------
+    dict: n_rows, n_anomalies, anomaly_rate, threshold, alpha, score, score_quantiles (of the
+    finite scores), model_id, and drift: per feature, the shift of the batch mean from the training
+    mean in training standard deviations, (mean_batch − mean_train) / std_train.
+    """
+    n = int(result.scores.shape[0])
+    finite = np.isfinite(result.scores)
+    mean_train = np.asarray(scorer.metadata["feature_mean"])
+    std_train = np.asarray(scorer.metadata["feature_std"])
+    ok_rows = np.isfinite(x).all(axis=1)
+    drift = ((x[ok_rows].mean(axis=0, dtype=np.float64) - mean_train) / std_train) if ok_rows.any() \
+        else np.full(x.shape[1], np.nan)
+    worst = int(np.nanargmax(np.abs(drift))) if np.isfinite(drift).any() else None
+    return {
+        "n_rows": n,
+        "n_anomalies": int(result.is_anomaly.sum()),
+        "anomaly_rate": float(result.is_anomaly.mean()) if n else 0.0,
+        "threshold": float(result.threshold) if np.isfinite(result.threshold) else None,
+        "alpha": result.alpha,
+        "score": result.score_name,
+        "score_quantiles": ({str(q): float(v) for q, v in zip(QUANTILES, np.quantile(result.scores[finite], QUANTILES))}
+                            if finite.any() else {}),
+        "model_id": scorer.model_id,
+        "drift": {"mean_shift_in_train_std": [None if not np.isfinite(v) else float(v) for v in drift],
+                  "max_abs_feature": worst,
+                  "max_abs_shift": None if worst is None else float(abs(drift[worst]))},
+    }
+
+
+def top_features(scorer: Scorer, x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's k largest per-feature terms, most anomalous first; int (n_rows, k).
+
+    The per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j) sum to the reconstruction
+    score (see :mod:`vae_anomaly.scores`). A row holding NaN/inf ranks those columns first.
+    """
+    k = max(1, min(int(k), x.shape[1]))
+    terms = np.where(np.isfinite(x), 0.0, np.inf).astype(np.float64)
+    good = np.isfinite(x).all(axis=1)
+    if good.any():
+        terms[good] = scorer.feature_terms(x[good])
+    return np.argsort(-terms, axis=1, kind="stable")[:, :k]

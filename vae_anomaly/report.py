@@ -1,0 +1,109 @@
+"""A visual report of a scored batch: PNG or self-contained HTML (matplotlib, extra ``[plot]``)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputValidationError, OutputWriteError
+from .io import atomic_write
+from .monitoring import top_features
+from .scorer import Scorer
+
+
+def _figure(scorer: Scorer, result, labels, top_rows, top_feats, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 3 if labels is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    ax = axes[0]
+    cal = np.asarray(scorer.metadata["calibration"][result.score_name])
+    finite = result.scores[np.isfinite(result.scores)]
+    hi = np.quantile(np.r_[cal, finite], 0.995)
+    bins = np.linspace(min(cal.min(), finite.min()), hi, 50)
+    ax.hist(cal, bins=bins, density=True, alpha=0.5, label=f"calibration rows (n={cal.size})")
+    ax.hist(np.clip(finite, None, hi), bins=bins, density=True, alpha=0.5, label=f"this batch (n={finite.size})")
+    if np.isfinite(result.threshold):
+        ax.axvline(result.threshold, color="k", linestyle="--", label=f"threshold {result.threshold:.3g}")
+    ax.set_xlabel(f"{result.score_name} (nats, higher = more anomalous)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{int(result.is_anomaly.sum())} of {result.scores.size} rows flagged", fontsize=10)
+    ax = axes[1]
+    ax.axis("off")
+    lines = ["row      score    p-value  top features"] + [
+        f"{r:<6d} {result.scores[r]:>9.3g} {result.p_values[r]:>9.3g}  {', '.join(map(str, top_feats[i]))}"
+        for i, r in enumerate(top_rows)]
+    ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top")
+    ax.set_title("most anomalous rows", fontsize=10)
+    if labels is not None:
+        from sklearn.metrics import roc_auc_score, roc_curve
+
+        fpr, tpr, _ = roc_curve(labels, result.scores)
+        ax = axes[2]
+        ax.plot(fpr, tpr, label=f"ROC-AUC {roc_auc_score(labels, result.scores):.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.set_xlabel("false-alarm rate")
+        ax.set_ylabel("recall")
+        ax.legend(loc="lower right")
+        ax.set_title("ROC curve", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labels=None, top: int = 10,
+                 title: str = "vae-anomaly report") -> None:
+    """Write a report for rows ``x`` (float32, (n, d)) as ``.png`` or ``.html`` (PNG embedded).
+
+    Panels: the batch's score histogram against the calibration scores with the threshold; the
+    ``top`` most anomalous rows with their 3 most anomalous features; the ROC curve when ``labels``
+    (0/1 per row) are given.
+
+    Raises
+    ------
+    InputValidationError : no rows, bad labels. OutputWriteError : unknown suffix or unwritable.
+    """
+    import matplotlib.pyplot as plt
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".png", ".html"):
+        raise OutputWriteError(f"{path}: unknown report type {suffix!r}; expected .png or .html.")
+    if x.shape[0] == 0:
+        raise InputValidationError("report: no rows to report on.")
+    if labels is not None:
+        labels = np.asarray(labels).ravel()
+        if labels.shape[0] != x.shape[0] or not np.isin(labels, (0, 1)).all() or np.unique(labels).size < 2:
+            raise InputValidationError(
+                f"--labels: expected {x.shape[0]} labels of 0 and 1 with both classes present.")
+    result = scorer.predict(x)
+    top_rows = np.argsort(-result.scores, kind="stable")[: max(1, top)]
+    top_feats = top_features(scorer, x[top_rows], 3)
+    fig = _figure(scorer, result, labels, top_rows, top_feats, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    png = buf.getvalue()
+    if suffix == ".png":
+        with atomic_write(path) as f:
+            f.write(png)
+        return
+    rows = "".join(f"<tr><td>{r}</td><td>{result.scores[r]:.6g}</td><td>{result.p_values[r]:.4g}</td>"
+                   f"<td>{int(result.is_anomaly[r])}</td><td>{', '.join(map(str, t))}</td></tr>"
+                   for r, t in zip(top_rows, top_feats.tolist()))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>model {scorer.model_id}, score {result.score_name}, "
+            f"{int(result.is_anomaly.sum())} of {result.scores.size} rows flagged.</p>"
+            f"<img alt='report' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            "<h2>Most anomalous rows</h2><table border='1'><tr><th>row</th><th>score</th><th>p-value</th>"
+            f"<th>is_anomaly</th><th>top features</th></tr>{rows}</table></body></html>")
+    with atomic_write(path, "w") as f:
+        f.write(page)
