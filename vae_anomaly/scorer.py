@@ -125,8 +125,8 @@ class Scorer:
             )
         return score
 
-    def _run(self, X, outputs: list[str], name: str, chunk_rows: int) -> list[np.ndarray]:
-        x = check_array(X, name=name, n_features=self.n_features)
+    def _run(self, x: np.ndarray, outputs: list[str], chunk_rows: int) -> list[np.ndarray]:
+        """Run the graph on validated rows (float32, C-ordered, finite) in chunks."""
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
         for start in range(0, x.shape[0], chunk_rows):
             res = self._session.run(outputs, {artifact.INPUT_NAME: x[start : start + chunk_rows]})
@@ -158,7 +158,8 @@ class Scorer:
         InputValidationError : X is not a finite numeric (n_rows, n_features) matrix.
         """
         score = self._resolve_score(score)
-        return self._run(X, [artifact.SCORE_OUTPUTS[score]], name, chunk_rows)[0]
+        x = check_array(X, name=name, n_features=self.n_features)
+        return self._run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows)[0]
 
     def feature_terms(self, X, *, name: str = "X", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
         """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)).
@@ -166,7 +167,8 @@ class Scorer:
         Returns float32, shape (n_rows, n_features), in nats on the standardized scale; each row
         sums to its "recon-prob" score. Higher = that feature is more anomalous.
         """
-        return self._run(X, [artifact.FEATURE_TERMS_OUTPUT], name, chunk_rows)[0]
+        x = check_array(X, name=name, n_features=self.n_features)
+        return self._run(x, [artifact.FEATURE_TERMS_OUTPUT], chunk_rows)[0]
 
     def p_values(self, scores: np.ndarray, *, score: str | None = None) -> np.ndarray:
         """Conformal p-values of scores against the model's calibration scores (float64, (n,))."""
@@ -220,7 +222,8 @@ class Scorer:
         x = check_array(X, name=name, n_features=self.n_features, allow_nonfinite=nan_policy == "flag")
         bad = ~np.isfinite(x).all(axis=1)
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
-        scores[~bad] = self.score_samples(x[~bad] if bad.any() else x, score=score, name=name, chunk_rows=chunk_rows)
+        good = x[~bad] if bad.any() else x
+        scores[~bad] = self._run(good, [artifact.SCORE_OUTPUTS[score]], chunk_rows)[0]
         if threshold == "auto":
             rule = self.metadata.get("auto_threshold")
             t = self.threshold(score=score, alpha=alpha)
