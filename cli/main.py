@@ -23,10 +23,11 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from vae_anomaly import Scorer, __version__
+from vae_anomaly import Scorer, ScoreResult, __version__
 from vae_anomaly.calibration import check_alpha
 from vae_anomaly.errors import VaeAnomalyError
-from vae_anomaly.io import atomic_write, check_output_folder, read_matrix, scores_csv_header, write_scores_csv
+from vae_anomaly.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
+                            read_matrix)
 from vae_anomaly.validation import check_array
 
 app = typer.Typer(
@@ -201,37 +202,59 @@ class NanPolicy(str, Enum):
 
 def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
                alpha: Optional[float], score: Optional[str], nan_policy: str = "raise", fdr: Optional[float] = None,
-               features: int = 0, summary_json: Optional[Path] = None):
-    """Score a file; write the CSV to ``output`` (atomically) or stdout; return the ScoreResult."""
+               features: int = 0, summary_json: Optional[Path] = None, chunk_rows: int = 65536) -> ScoreResult:
+    """Stream NEW_FILE through the scorer in row chunks; write ``output`` (format by suffix) atomically,
+    or CSV to stdout; return the whole file's ScoreResult (scores, p-values and flags only)."""
+    from vae_anomaly.calibration import benjamini_hochberg
     from vae_anomaly.monitoring import batch_summary, top_features
 
     scorer = Scorer(model)
+    fmt = output_format(output)
     for path in (output, summary_json):
         if path is not None:
             check_output_folder(path)
-    x = check_array(read_matrix(new_file), name=str(new_file), n_features=scorer.n_features,
-                    allow_nonfinite=nan_policy == "flag")
-    result = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
-                            nan_policy=nan_policy, fdr=fdr)
-    n_bad = int(np.count_nonzero(result.p_values == 0))  # only rows with NaN/inf get p = 0
+    parts: list[tuple] = []  # (ScoreResult, top features) per chunk
+    feature_sum, finite_rows, done = np.zeros(scorer.n_features), 0, 0
+    with contextlib.ExitStack() as stack:
+        f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
+        writer = ScoreWriter(f, fmt, top_features=features > 0)
+        for raw in iter_matrix_chunks(new_file, chunk_rows):
+            x = check_array(raw, name=str(new_file), n_features=scorer.n_features,
+                            allow_nonfinite=nan_policy == "flag", first_row=done)
+            res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
+                                 nan_policy=nan_policy)
+            top = top_features(scorer, x, features) if features > 0 else None
+            ok = np.isfinite(x).all(axis=1)
+            feature_sum += x[ok].sum(axis=0, dtype=np.float64)
+            finite_rows += int(ok.sum())
+            done += x.shape[0]
+            if fdr is None:
+                writer.write(res.scores, res.p_values, res.is_anomaly, top)
+            parts.append((res, top) if fdr is not None else (res, None))
+        scores = np.concatenate([r.scores for r, _ in parts]) if parts else np.empty(0, np.float32)
+        p_values = np.concatenate([r.p_values for r, _ in parts]) if parts else np.empty(0)
+        flags = np.concatenate([r.is_anomaly for r, _ in parts]) if parts else np.empty(0, bool)
+        t = parts[0][0].threshold if parts else float("nan")
+        if fdr is not None:  # BH needs every p-value of the file before any flag
+            flags, t = benjamini_hochberg(p_values, fdr) | (p_values == 0), float("nan")
+            start = 0
+            for res, top in parts:
+                n = res.scores.shape[0]
+                writer.write(res.scores, res.p_values, flags[start : start + n], top)
+                start += n
+        writer.close()
+        if output is None:
+            sys.stdout.flush()
+    result = ScoreResult(scores=scores, p_values=p_values, is_anomaly=flags, threshold=t,
+                         score_name=parts[0][0].score_name if parts else (score or scorer.default_score),
+                         alpha=parts[0][0].alpha if parts and fdr is None else None)
+    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf get p = 0
     if n_bad:
         warnings.warn(f"{new_file}: {n_bad} rows hold NaN or infinite values; reported as anomalous "
                       "(score inf, p_value 0, is_anomaly 1).")
-    top = top_features(scorer, x, features) if features > 0 else None
-
-    def write(f) -> None:
-        f.write(scores_csv_header(top is not None))
-        write_scores_csv(f, result.scores, result.p_values, result.is_anomaly, top_features=top)
-
-    if output is None:
-        write(sys.stdout)
-        sys.stdout.flush()
-    else:
-        with atomic_write(output, "w") as f:
-            write(f)
     if summary_json is not None:
         with atomic_write(summary_json, "w") as f:
-            json.dump(batch_summary(result, x, scorer), f, indent=1)
+            json.dump(batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer), f, indent=1)
     return result
 
 
@@ -243,7 +266,8 @@ def score(
         help="'auto' flags rows whose conformal p-value <= alpha; a number flags score > it.")] = "auto",
     alpha: Annotated[Optional[float], typer.Option(help="Override the model's alpha for --threshold auto.")] = None,
     score_name: Annotated[Optional[ScoreName], typer.Option("--score", help="Score type (default: the model's).")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="CSV file (default: stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", help="Output file; .csv, .jsonl, .npy (scores) or .parquet (default: CSV on stdout).")] = None,
     nan_policy: Annotated[NanPolicy, typer.Option(
         help="'raise' refuses NaN/inf (exit 3); 'flag' scores the other rows and flags those as anomalous.")] = NanPolicy.raise_,
     fdr: Annotated[Optional[float], typer.Option(
@@ -254,12 +278,14 @@ def score(
         help="Write a monitoring summary (counts, rate, quantiles, drift, model id) as JSON.")] = None,
     fail_on_anomaly: Annotated[bool, typer.Option(
         "--fail-on-anomaly", help="Exit 6 when any row is flagged (after writing the outputs).")] = False,
+    chunk_rows: Annotated[int, typer.Option(
+        min=1, help="Rows read and scored at a time: sets peak memory, not the results.")] = 65536,
 ) -> None:
     """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
         result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
-                            fdr=fdr, features=features, summary_json=summary_json)
+                            fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows)
     if fail_on_anomaly and result.is_anomaly.any():
         raise typer.Exit(6)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import tempfile
 import zipfile
@@ -24,7 +25,8 @@ import numpy as np
 
 from .errors import InputValidationError, OutputWriteError
 
-SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
+#: readable inputs (Parquet needs the [parquet] extra)
+STREAM_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
 _NUMERIC_KINDS = "biuf"  # bool, signed int, unsigned int, float
 
 
@@ -34,7 +36,8 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
     Parameters
     ----------
     path : path to a ``.npy`` file (a numeric array), a ``.npz`` archive (array ``X``, or its only
-        array) or a ``.csv`` file (numeric cells, comma-separated, optional header row).
+        array), a ``.csv`` file (numeric cells, comma-separated, optional header row) or a
+        ``.parquet`` file of numeric columns (extra ``[parquet]``).
 
     Returns
     -------
@@ -48,7 +51,7 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputValidationError(f"{p}: file not found; expected an existing .npy, .npz or .csv file.")
+        raise InputValidationError(f"{p}: file not found; expected an existing {', '.join(STREAM_SUFFIXES)} file.")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return _read_npy(p)
@@ -56,9 +59,11 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
         return _read_npz(p)
     if suffix == ".csv":
         return _read_csv(p)
+    if suffix == ".parquet":
+        return np.concatenate(list(_iter_parquet(p, 65536)))
     raise InputValidationError(
         f"{p}: unsupported file type {suffix or '(none)'!r}; expected one of "
-        f"{', '.join(SUPPORTED_SUFFIXES)}. Convert the data to one of these formats."
+        f"{', '.join(STREAM_SUFFIXES)}. Convert the data to one of these formats."
     )
 
 
@@ -70,7 +75,7 @@ def _check_dtype(label: str, dtype: np.dtype) -> None:
         )
 
 
-def _check_npy_header(f: IO[bytes], size: int, label: str) -> None:
+def _check_npy_header(f: IO[bytes], size: int, label: str) -> tuple[tuple, bool, np.dtype]:
     """Read a .npy header from ``f`` and check dtype and declared size against ``size`` bytes.
 
     Nothing is allocated from the header: a 200-byte file that declares 10^12 rows is refused here.
@@ -78,9 +83,9 @@ def _check_npy_header(f: IO[bytes], size: int, label: str) -> None:
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
         elif version in ((2, 0), (3, 0)):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:  # pragma: no cover - numpy knows only these
             raise ValueError(f"unknown format version {version}")
         offset = f.tell()
@@ -95,6 +100,7 @@ def _check_npy_header(f: IO[bytes], size: int, label: str) -> None:
             f"{label}: header declares shape {shape} of {dtype} ({expected} bytes with the header) but "
             f"there are {size} bytes; the file is truncated or corrupted. Re-create it."
         )
+    return shape, fortran, dtype
 
 
 def _read_npy(p: Path) -> np.ndarray:
@@ -172,19 +178,34 @@ def _read_csv(p: Path) -> np.ndarray:
 
 def _parse_csv(lines: Iterable[str], p: str) -> np.ndarray:
     """Parse numeric CSV lines; a first row that is not all numbers is taken as the header."""
-    rows = [r for r in csv.reader(lines) if r]  # blank lines carry no data
-    if not rows:
+    return np.concatenate(list(_iter_csv(lines, p, chunk_rows=None)))
+
+
+def _iter_csv(lines: Iterable[str], p: str, chunk_rows: int | None) -> Iterator[np.ndarray]:
+    """Numeric CSV rows in float64 chunks of ``chunk_rows`` (None = one chunk); errors name the row."""
+    reader = (r for r in csv.reader(lines) if r)  # blank lines carry no data
+    first = next(reader, None)
+    if first is None:
         raise InputValidationError(f"{p}: empty file; expected rows of comma-separated numbers.")
-    if not all(_is_number(c) for c in rows[0]):
-        header, rows = rows[0], rows[1:]
-        if not rows:
-            return np.empty((0, len(header)), dtype=np.float64)
-    width = len(rows[0])
+    width = len(first)
+    pending: list[list[str]] = [first] if all(_is_number(c) for c in first) else []  # else: a header
+    done = 0
+    for row in reader:
+        if chunk_rows is not None and len(pending) == chunk_rows:
+            yield _csv_block(pending, width, done, p)
+            done += len(pending)
+            pending = []
+        pending.append(row)
+    if pending or done == 0:
+        yield _csv_block(pending, width, done, p)
+
+
+def _csv_block(rows: list[list[str]], width: int, first_row: int, p: str) -> np.ndarray:
     out = np.empty((len(rows), width), dtype=np.float64)
     for i, row in enumerate(rows):
         if len(row) != width:
             raise InputValidationError(
-                f"{p}: data row {i} has {len(row)} cells; expected {width} like the first row. "
+                f"{p}: data row {first_row + i} has {len(row)} cells; expected {width} like the first row. "
                 "Fix the ragged row."
             )
         for j, cell in enumerate(row):
@@ -192,10 +213,95 @@ def _parse_csv(lines: Iterable[str], p: str) -> np.ndarray:
                 out[i, j] = float(cell)
             except ValueError:
                 raise InputValidationError(
-                    f"{p}: data row {i}, column {j} holds {cell[:40]!r}; expected a number. "
+                    f"{p}: data row {first_row + i}, column {j} holds {cell[:40]!r}; expected a number. "
                     "Remove or encode non-numeric columns."
                 ) from None
     return out
+
+
+def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iterator[np.ndarray]:
+    """Read a matrix in row chunks, so that memory is set by ``chunk_rows``, not by the file.
+
+    ``.npy`` (C order): the header is checked first, then ``chunk_rows`` rows are read at a time
+    into a fresh buffer (no memory map, whose pages would grow resident memory to the file size);
+    a Fortran-ordered ``.npy`` is read through a memory map one chunk at a time. ``.csv``: parsed
+    ``chunk_rows`` rows at a time. ``.parquet`` (extra ``[parquet]``): pyarrow's
+    ``ParquetFile.iter_batches``. ``.npz`` members cannot be streamed and are read whole.
+
+    Yields
+    ------
+    ndarray chunks in the stored numeric dtype, at least one (shapes are checked by the caller's
+    ``check_array``; a ``.npy`` that is not 2-D yields one zero-cost view of the declared shape, so
+    the check reports it without reading the data).
+
+    Raises
+    ------
+    InputValidationError : as :func:`read_matrix`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputValidationError(f"{p}: file not found; expected an existing {', '.join(STREAM_SUFFIXES)} file.")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        yield from _iter_npy(p, chunk_rows)
+    elif suffix == ".csv":
+        try:
+            with p.open(newline="", encoding="utf-8") as f:
+                yield from _iter_csv(f, str(p), chunk_rows)
+        except UnicodeDecodeError as e:
+            raise InputValidationError(f"{p}: cannot read as UTF-8 text CSV ({e}).") from None
+    elif suffix == ".parquet":
+        yield from _iter_parquet(p, chunk_rows)
+    else:
+        arr = read_matrix(p)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            yield arr
+            return
+        for start in range(0, arr.shape[0], chunk_rows):
+            yield arr[start : start + chunk_rows]
+
+
+def _iter_npy(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
+    with p.open("rb") as f:
+        shape, fortran, dtype = _check_npy_header(f, p.stat().st_size, str(p))
+        if len(shape) != 2 or shape[0] == 0:
+            yield np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape))
+            return
+        if fortran:
+            mm = np.load(p, mmap_mode="r", allow_pickle=False)
+            for start in range(0, shape[0], chunk_rows):
+                yield np.ascontiguousarray(mm[start : start + chunk_rows])
+            return
+        row_bytes = shape[1] * dtype.itemsize
+        for start in range(0, shape[0], chunk_rows):
+            n = min(chunk_rows, shape[0] - start)
+            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, shape[1])
+
+
+def _iter_parquet(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputValidationError(f"{p}: reading Parquet needs pyarrow: pip install 'vae-anomaly[parquet]'.") from None
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as e:
+        raise InputValidationError(f"{p}: not a readable Parquet file ({str(e)[:120]}).") from None
+    for field in pf.schema_arrow:
+        t = field.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+            raise InputValidationError(
+                f"{p}: column {field.name!r} has type {t}; expected numeric columns. Drop or encode it.")
+    width = len(pf.schema_arrow)
+    emitted = False
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        # nullable columns come back as float with NaN for nulls; the input gate reports them
+        yield np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float64) for c in batch.columns]) \
+            if width else np.empty((batch.num_rows, 0))
+        emitted = True
+    if not emitted:
+        yield np.empty((0, width))
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
@@ -228,6 +334,89 @@ def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_an
     else:
         f.writelines(f"{first_row + i},{s:.9g},{p:.9g},{int(a)},{';'.join(map(str, t))}\n"
                      for i, ((s, p, a), t) in enumerate(zip(rows, top_features.tolist())))
+
+
+#: output formats of ``score -o``, by suffix
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".npy": "npy", ".parquet": "parquet"}
+_NPY_HEADER_BYTES = 128
+
+
+def output_format(path: str | os.PathLike | None) -> str:
+    """The output format for ``path`` (None = stdout = csv); OutputWriteError for an unknown suffix."""
+    if path is None:
+        return "csv"
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise OutputWriteError(
+            f"{path}: unknown output type {suffix or '(none)'!r}; expected one of {', '.join(OUTPUT_FORMATS)}.")
+    return OUTPUT_FORMATS[suffix]
+
+
+def _npy_vector_header(n: int) -> bytes:
+    """A fixed-size (128-byte) .npy v1.0 header for a float32 vector of n values, so it can be rewritten."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % n
+    text = text.ljust(_NPY_HEADER_BYTES - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+class ScoreWriter:
+    """Writes per-row results incrementally to a binary file, in one of :data:`OUTPUT_FORMATS`.
+
+    csv: ``row,score,p_value,is_anomaly[,top_features]`` (9 significant digits, so float32 scores
+    round-trip; top features joined by ";"); jsonl: one object per row (a non-finite score is null);
+    npy: a float32 vector of the scores; parquet: columns row, score, p_value, is_anomaly
+    [, top_features] (extra ``[parquet]``). Call :meth:`close` to finish the file.
+    """
+
+    def __init__(self, f: IO[bytes], fmt: str, top_features: bool = False):
+        self.f, self.fmt, self.top, self.n = f, fmt, top_features, 0
+        if fmt == "csv":
+            f.write(scores_csv_header(top_features).encode())
+        elif fmt == "npy":
+            f.write(_npy_vector_header(0))
+        elif fmt == "parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise OutputWriteError("writing Parquet needs pyarrow: pip install 'vae-anomaly[parquet]'.") from None
+            fields = [("row", pa.int64()), ("score", pa.float32()), ("p_value", pa.float64()),
+                      ("is_anomaly", pa.int8())] + ([("top_features", pa.list_(pa.int32()))] if top_features else [])
+            self._pa, self._schema = pa, pa.schema(fields)
+            self._pq = pq.ParquetWriter(f, self._schema)
+
+    def write(self, scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
+              top_features: np.ndarray | None = None) -> None:
+        """Append rows; ``row`` numbers continue from the rows already written."""
+        first, n = self.n, len(scores)
+        if self.fmt == "csv":
+            buf = io.StringIO()
+            write_scores_csv(buf, scores, p_values, is_anomaly, first_row=first, top_features=top_features)
+            self.f.write(buf.getvalue().encode())
+        elif self.fmt == "jsonl":
+            tops = top_features.tolist() if top_features is not None else [None] * n
+            self.f.write("".join(
+                json.dumps({"row": first + i, "score": s if np.isfinite(s) else None, "p_value": p,
+                            "is_anomaly": int(a), **({"top_features": t} if t is not None else {})}) + "\n"
+                for i, (s, p, a, t) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist(), tops))
+            ).encode())
+        elif self.fmt == "npy":
+            self.f.write(np.ascontiguousarray(scores, dtype="<f4").tobytes())
+        else:
+            cols = [np.arange(first, first + n, dtype=np.int64), scores.astype(np.float32), p_values,
+                    is_anomaly.astype(np.int8)] + ([list(map(list, top_features.tolist()))] if self.top else [])
+            self._pq.write_table(self._pa.Table.from_arrays(
+                [self._pa.array(c, type=t) for c, t in zip(cols, self._schema.types)], schema=self._schema))
+        self.n += n
+
+    def close(self) -> None:
+        """Finish the file (the .npy header gets the final length; the Parquet footer is written)."""
+        if self.fmt == "npy":
+            self.f.seek(0)
+            self.f.write(_npy_vector_header(self.n))
+            self.f.seek(0, os.SEEK_END)
+        elif self.fmt == "parquet":
+            self._pq.close()
 
 
 @contextlib.contextmanager

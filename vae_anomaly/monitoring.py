@@ -9,13 +9,13 @@ from .scorer import Scorer, ScoreResult
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
-def batch_summary(result: ScoreResult, x: np.ndarray, scorer: Scorer) -> dict:
+def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Scorer) -> dict:
     """Summary of a scored batch for monitoring jobs (plain JSON).
 
     Parameters
     ----------
     result : the batch's ScoreResult.
-    x : float32 (n_rows, n_features), the scored rows (NaN/inf allowed; ignored for drift).
+    batch_mean : float64 (n_features,), the mean of the batch's finite rows, or None if there are none.
     scorer : the Scorer that produced ``result``.
 
     Returns
@@ -28,9 +28,7 @@ def batch_summary(result: ScoreResult, x: np.ndarray, scorer: Scorer) -> dict:
     finite = np.isfinite(result.scores)
     mean_train = np.asarray(scorer.metadata["feature_mean"])
     std_train = np.asarray(scorer.metadata["feature_std"])
-    ok_rows = np.isfinite(x).all(axis=1)
-    drift = ((x[ok_rows].mean(axis=0, dtype=np.float64) - mean_train) / std_train) if ok_rows.any() \
-        else np.full(x.shape[1], np.nan)
+    drift = (batch_mean - mean_train) / std_train if batch_mean is not None else np.full(mean_train.shape, np.nan)
     worst = int(np.nanargmax(np.abs(drift))) if np.isfinite(drift).any() else None
     return {
         "n_rows": n,

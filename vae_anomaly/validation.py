@@ -8,7 +8,7 @@ from .errors import InputValidationError
 
 
 def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: int = 0,
-                allow_nonfinite: bool = False) -> np.ndarray:
+                allow_nonfinite: bool = False, first_row: int = 0) -> np.ndarray:
     """Validate a matrix of rows and return it as float32, C-ordered, shape (n_rows, n_features).
 
     Parameters
@@ -20,6 +20,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
     min_rows : the fewest rows accepted.
     allow_nonfinite : keep NaN/±inf (and values beyond float32's range, which become ±inf) for
         the caller to handle; by default they are refused.
+    first_row : added to row numbers in messages (X is a chunk starting at that row of a file).
 
     Returns
     -------
@@ -62,7 +63,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise InputValidationError(
-                f"{name}: X holds {int(bad.sum())} NaN or infinite values (first at row {r}, "
+                f"{name}: X holds {int(bad.sum())} NaN or infinite values (first at row {first_row + r}, "
                 f"column {c}); expected finite numbers. Drop or impute those rows (the CLI's score --nan-policy flag reports them as anomalous)."
             )
     with np.errstate(over="ignore"):  # overflow is reported below, by position
@@ -72,7 +73,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
         if overflow.any():
             r, c = np.argwhere(overflow)[0]
             raise InputValidationError(
-                f"{name}: X holds values beyond float32's range (first at row {r}, column {c}); "
+                f"{name}: X holds values beyond float32's range (first at row {first_row + r}, column {c}); "
                 "expected |x| < 3.4e38. Rescale those columns."
             )
     return out
