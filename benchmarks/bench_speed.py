@@ -136,7 +136,7 @@ def main() -> None:
     print(f"| ours (CPU, batch {cfg.batch_size}, incl. validation pass) | {ours_epoch:.2f} |")
     if pyod_epoch:
         print(f"| PyOD VAE (CPU, batch 32, same layers) | {pyod_epoch:.2f} |")
-        print(f"speed-up: {pyod_epoch / ours_epoch:.1f}x")
+        print(f"\nTraining speed-up over PyOD: {pyod_epoch / ours_epoch:.1f}x.")
     if torch.cuda.is_available():
         gpu = train(X, config=TrainConfig(epochs=3, seed=0, device="cuda", patience=100))
         print(f"| ours (CUDA) | {gpu.summary['seconds'] / gpu.summary['epochs_run']:.2f} |")
