@@ -19,7 +19,9 @@ from .calibration import (benjamini_hochberg, check_alpha, conformal_p_values, s
 from .errors import InputValidationError, ModelArtifactError
 from .validation import check_array
 
-DEFAULT_CHUNK_ROWS = 4096
+#: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
+#: 111k rows/s at 1024 vs 82k at 4096 for a 64-feature model, 16 samples, 2 cores)
+DEFAULT_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
