@@ -101,7 +101,7 @@ def main() -> None:
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode()}")
+                    raise SystemExit(f"server did not start: {server.stderr.read().decode()}") from None
                 time.sleep(0.2)
         rng = np.random.default_rng(0)
         from vae_anomaly import Scorer

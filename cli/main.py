@@ -222,8 +222,8 @@ def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold
             x = check_array(raw, name=str(new_file), n_features=scorer.n_features,
                             allow_nonfinite=nan_policy == "flag", first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
-                                 nan_policy=nan_policy)
-            top = top_features(scorer, x, features) if features > 0 else None
+                                 nan_policy=nan_policy, feature_terms=features > 0)
+            top = top_features(res.feature_terms, features) if features > 0 else None
             ok = np.isfinite(x).all(axis=1)
             feature_sum += x[ok].sum(axis=0, dtype=np.float64)
             finite_rows += int(ok.sum())

@@ -17,7 +17,6 @@ in file order, and small datasets are not bootstrapped. Per dataset and seed:
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -134,19 +133,18 @@ def _metrics(y: np.ndarray, scores: np.ndarray) -> dict:
     return {"roc_auc": float(roc_auc_score(y, scores)), "average_precision": float(average_precision_score(y, scores))}
 
 
-def _run_vae(vae_methods: list[str], default_score: str, X_tr, X_te, y_te, seed: int, epochs: int | None,
-             tmp: str) -> list[dict]:
-    from .export import export_model
+def _run_vae(vae_methods: list[str], default_score: str, X_tr, X_te, y_te, seed: int,
+             epochs: int | None) -> list[dict]:
+    from .export import build_model
     from .scorer import Scorer
     from .train import TrainConfig, train
 
     t = time.perf_counter()
-    path = Path(tmp) / f"vae-{seed}.onnx"
     with warnings.catch_warnings():  # small calibration sets: recorded as n_calibration instead
         warnings.simplefilter("ignore", UserWarning)
-        export_model(train(X_tr, config=TrainConfig(seed=seed, epochs=epochs)), path)
+        data, _ = build_model(train(X_tr, config=TrainConfig(seed=seed, epochs=epochs)))
         fit_seconds = time.perf_counter() - t
-        scorer = Scorer(path)
+        scorer = Scorer.from_bytes(data)
         out = []
         for method in vae_methods:
             score = default_score if method == "vae" else method[len("vae-"):]
@@ -179,29 +177,28 @@ def run_benchmark(datasets: list[tuple[str, Path]], *, methods: Iterable[str] = 
     vae_methods = [m for m in methods if m in VAE_METHODS]
     others = [m for m in methods if m not in VAE_METHODS]
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, path in datasets:
-            X, y = load_labelled(path)
-            for seed in range(seeds):
-                tr, te = split(y, seed, max_rows)
-                X_tr, X_te, y_te = X[tr], X[te], y[te]
-                common = {"dataset": name, "seed": seed, "n_train": int(len(tr)), "n_test": int(len(te)),
-                          "n_anomalies": int(y_te.sum())}
-                if vae_methods:
-                    for rec in _run_vae(vae_methods, score, X_tr, X_te, y_te, seed, epochs, tmp):
-                        results.append({**common, **rec})
-                    if progress:
-                        progress(f"{name} seed {seed} vae")
-                for method in others:
-                    t = time.perf_counter()
-                    det = (_PyodVAE(seed) if method == PYOD_VAE else Baseline(method, seed)).fit(X_tr)
-                    fit_seconds = time.perf_counter() - t
-                    t = time.perf_counter()
-                    s = det.score(X_te)
-                    results.append({**common, "method": method, **_metrics(y_te, s), "fit_seconds": fit_seconds,
-                                    "score_seconds": time.perf_counter() - t})
-                    if progress:
-                        progress(f"{name} seed {seed} {method}")
+    for name, path in datasets:
+        X, y = load_labelled(path)
+        for seed in range(seeds):
+            tr, te = split(y, seed, max_rows)
+            X_tr, X_te, y_te = X[tr], X[te], y[te]
+            common = {"dataset": name, "seed": seed, "n_train": int(len(tr)), "n_test": int(len(te)),
+                      "n_anomalies": int(y_te.sum())}
+            if vae_methods:
+                for rec in _run_vae(vae_methods, score, X_tr, X_te, y_te, seed, epochs):
+                    results.append({**common, **rec})
+                if progress:
+                    progress(f"{name} seed {seed} vae")
+            for method in others:
+                t = time.perf_counter()
+                det = (_PyodVAE(seed) if method == PYOD_VAE else Baseline(method, seed)).fit(X_tr)
+                fit_seconds = time.perf_counter() - t
+                t = time.perf_counter()
+                s = det.score(X_te)
+                results.append({**common, "method": method, **_metrics(y_te, s), "fit_seconds": fit_seconds,
+                                "score_seconds": time.perf_counter() - t})
+                if progress:
+                    progress(f"{name} seed {seed} {method}")
     protocol = {
         "setting": "semi-supervised (train on normal rows only); Livernoche et al. ICLR 2024, Table 1",
         "train": "seeded random 50% of the normal rows (after subsampling)",

@@ -18,6 +18,7 @@ from . import __version__, artifact
 from .calibration import calibration_entries, check_alpha
 from .errors import TrainingError
 from .io import atomic_write
+from .scorer import DEFAULT_CHUNK_ROWS
 from .train import TrainResult
 
 OPSET = 18
@@ -43,7 +44,8 @@ def _ort_scores(data: bytes, x: np.ndarray) -> list[np.ndarray]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    out = [sess.run(_OUTPUTS, {artifact.INPUT_NAME: x[i : i + 4096]}) for i in range(0, len(x), 4096)]
+    step = DEFAULT_CHUNK_ROWS
+    out = [sess.run(_OUTPUTS, {artifact.INPUT_NAME: x[i : i + step]}) for i in range(0, len(x), step)]
     return [np.concatenate([o[j] for o in out]) for j in range(len(_OUTPUTS))]
 
 

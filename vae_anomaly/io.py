@@ -24,10 +24,10 @@ from typing import IO, Iterable, Iterator
 import numpy as np
 
 from .errors import InputValidationError, OutputWriteError
+from .validation import NUMERIC_KINDS
 
 #: readable inputs (Parquet needs the [parquet] extra)
 STREAM_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
-_NUMERIC_KINDS = "biuf"  # bool, signed int, unsigned int, float
 
 
 def read_matrix(path: str | os.PathLike) -> np.ndarray:
@@ -68,7 +68,7 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
 
 
 def _check_dtype(label: str, dtype: np.dtype) -> None:
-    if dtype.hasobject or dtype.fields is not None or dtype.kind not in _NUMERIC_KINDS:
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in NUMERIC_KINDS:
         raise InputValidationError(
             f"{label}: array has dtype {dtype}; expected a numeric dtype (bool, int or float). "
             "Object, string, complex, structured and datetime arrays are refused."

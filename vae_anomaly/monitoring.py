@@ -46,15 +46,11 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
     }
 
 
-def top_features(scorer: Scorer, x: np.ndarray, k: int) -> np.ndarray:
+def top_features(terms: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's k largest per-feature terms, most anomalous first; int (n_rows, k).
 
-    The per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j) sum to the reconstruction
-    score (see :mod:`vae_anomaly.scores`). A row holding NaN/inf ranks those columns first.
+    ``terms`` is ``ScoreResult.feature_terms``: −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j), which sum
+    to the reconstruction score (see :mod:`vae_anomaly.scores`); a NaN/inf row ranks those columns first.
     """
-    k = max(1, min(int(k), x.shape[1]))
-    terms = np.where(np.isfinite(x), 0.0, np.inf).astype(np.float64)
-    good = np.isfinite(x).all(axis=1)
-    if good.any():
-        terms[good] = scorer.feature_terms(x[good])
+    k = max(1, min(int(k), terms.shape[1]))
     return np.argsort(-terms, axis=1, kind="stable")[:, :k]

@@ -84,9 +84,9 @@ def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labe
         if labels.shape[0] != x.shape[0] or not np.isin(labels, (0, 1)).all() or np.unique(labels).size < 2:
             raise InputValidationError(
                 f"--labels: expected {x.shape[0]} labels of 0 and 1 with both classes present.")
-    result = scorer.predict(x)
+    result = scorer.predict(x, feature_terms=True)
     top_rows = np.argsort(-result.scores, kind="stable")[: max(1, top)]
-    top_feats = top_features(scorer, x[top_rows], 3)
+    top_feats = top_features(result.feature_terms[top_rows], 3)
     fig = _figure(scorer, result, labels, top_rows, top_feats, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -37,6 +37,9 @@ class ScoreResult:
     threshold : the score threshold used (``inf`` when nothing can be flagged, NaN under ``fdr``).
     score_name : which score ("neg-elbo", "recon-prob" or "iwae").
     alpha : the false-alarm rate of ``threshold="auto"``, or None for a fixed threshold.
+    feature_terms : float32, shape (n_rows, n_features), when asked for: the per-feature terms
+        (nats, higher = that feature more anomalous; a NaN/inf row has +inf in those columns and 0
+        elsewhere); else None.
     """
 
     scores: np.ndarray
@@ -45,6 +48,7 @@ class ScoreResult:
     threshold: float
     score_name: str
     alpha: float | None
+    feature_terms: np.ndarray | None = None
 
 
 class Scorer:
@@ -195,7 +199,8 @@ class Scorer:
 
     def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
                 alpha: float | None = None, name: str = "X", nan_policy: str = "raise",
-                fdr: float | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
+                fdr: float | None = None, feature_terms: bool = False,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
         """Score rows, compute their conformal p-values and flag anomalies.
 
         Parameters
@@ -209,6 +214,7 @@ class Scorer:
             each row holding one as anomalous (score +inf, p-value 0, is_anomaly True), never normal.
         fdr : if given, flag by Benjamini–Hochberg over this batch's p-values at this false
             discovery rate instead of by threshold (``threshold`` is then NaN in the result).
+        feature_terms : also return the per-feature terms, from the same run of the graph.
 
         Returns
         -------
@@ -225,7 +231,13 @@ class Scorer:
         bad = ~np.isfinite(x).all(axis=1)
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
         good = x[~bad] if bad.any() else x
-        scores[~bad] = self._run(good, [artifact.SCORE_OUTPUTS[score]], chunk_rows)[0]
+        outputs = [artifact.SCORE_OUTPUTS[score]] + ([artifact.FEATURE_TERMS_OUTPUT] if feature_terms else [])
+        ran = self._run(good, outputs, chunk_rows)
+        scores[~bad] = ran[0]
+        terms = None
+        if feature_terms:
+            terms = np.where(np.isfinite(x), np.float32(0), np.float32(np.inf))
+            terms[~bad] = ran[1]
         if threshold == "auto":
             rule = self.metadata.get("auto_threshold")
             t = self.threshold(score=score, alpha=alpha)
@@ -246,4 +258,5 @@ class Scorer:
             threshold=t,
             score_name=score,
             alpha=alpha,
+            feature_terms=terms,
         )

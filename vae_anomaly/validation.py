@@ -6,6 +6,9 @@ import numpy as np
 
 from .errors import InputValidationError
 
+#: dtype kinds accepted as numbers: bool, signed int, unsigned int, float
+NUMERIC_KINDS = "biuf"
+
 
 def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: int = 0,
                 allow_nonfinite: bool = False, first_row: int = 0) -> np.ndarray:
@@ -33,7 +36,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
         values (the count and the first (row, column) are named), or values beyond float32's range.
     """
     arr = np.asarray(X)
-    if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+    if arr.dtype.hasobject or arr.dtype.kind not in NUMERIC_KINDS:
         raise InputValidationError(
             f"{name}: X has dtype {arr.dtype}; expected numbers (bool, int or float). "
             "Encode non-numeric columns first."
