@@ -9,6 +9,7 @@ import torch; ``serve`` needs the [serve] extra.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -21,7 +22,6 @@ from typing import Annotated, Iterator, Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 
 from vae_anomaly import Scorer, ScoreResult, __version__
 from vae_anomaly.calibration import check_alpha
@@ -37,7 +37,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-err = Console(stderr=True, soft_wrap=True)
+
+
+@functools.cache
+def _err():
+    """The stderr console for progress and messages (rich is imported only when something is said)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
@@ -145,7 +152,7 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
     bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
-                   TimeElapsedColumn(), console=err, disable=quiet)
+                   TimeElapsedColumn(), console=_err(), disable=quiet)
     task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
 
     def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
@@ -162,7 +169,7 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     meta = export_model(result, output, alpha=alpha)
     if not quiet:
         s = meta["training"]
-        err.print(f"wrote {output}: {s['n_train']} training rows, {s['n_val']} calibration rows, "
+        _err().print(f"wrote {output}: {s['n_train']} training rows, {s['n_val']} calibration rows, "
                   f"best epoch {s['best_epoch']}/{s['epochs_run']}, {s['seconds']:.1f} s on {s['device']}")
     return meta
 
@@ -328,7 +335,7 @@ def report(
         x = check_array(read_matrix(new_file), name=str(new_file), n_features=scorer.n_features)
         y = read_matrix(labels).ravel() if labels is not None else None
         write_report(scorer, x, output, labels=y, top=top, title=str(new_file))
-        err.print(f"wrote {output}")
+        _err().print(f"wrote {output}")
 
 
 @app.command()
@@ -348,6 +355,7 @@ def demo(
 ) -> None:
     """Fit on half of a bundled real dataset's normal rows, score the rest, print ROC-AUC vs IsolationForest."""
     with _errors():
+        from rich.console import Console
         from rich.table import Table
         from sklearn.ensemble import IsolationForest
         from sklearn.metrics import average_precision_score, roc_auc_score
@@ -363,11 +371,11 @@ def demo(
             with atomic_write(paths[key]) as f:
                 np.save(f, arr, allow_pickle=False)
         model_path, scores_path = out_dir / "model.onnx", out_dir / "scores.csv"
-        err.print(f"[bold]{dataset}[/]: {len(train_idx)} normal rows to fit on; "
+        _err().print(f"[bold]{dataset}[/]: {len(train_idx)} normal rows to fit on; "
                   f"{len(test_idx)} test rows ({int(y[test_idx].sum())} anomalies)")
-        err.print(f"$ vae-anomaly fit {paths['normal']} -o {model_path}")
+        _err().print(f"$ vae-anomaly fit {paths['normal']} -o {model_path}")
         fit_file(paths["normal"], model_path, val=None, alpha=0.01, quiet=quiet, seed=seed, epochs=epochs)
-        err.print(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
+        _err().print(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
         y_test = y[test_idx]
         scorer = Scorer(model_path)
         table = Table(title=f"{dataset}: held-out rows, --threshold auto (alpha={scorer.alpha})")
@@ -402,6 +410,7 @@ def benchmark(
 ) -> None:
     """ROC-AUC of the VAE against IsolationForest, KNN, LOF and OC-SVM on labelled datasets."""
     with _errors():
+        from rich.console import Console
         from rich.markdown import Markdown
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -415,13 +424,13 @@ def benchmark(
         total = len(datasets) * seeds * (n_vae + sum(not m.startswith("vae") for m in method_list))
         t0 = time.perf_counter()
         with Progress(TextColumn("[bold]benchmark[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err) as bar:
+                      TimeElapsedColumn(), console=_err()) as bar:
             task = bar.add_task("", total=total)
 
             def progress(label: str) -> None:
                 bar.update(task, advance=1, description=label)
-                if not err.is_terminal:  # logs get one line per step instead of a live bar
-                    err.print(f"benchmark {int(bar.tasks[0].completed)}/{total} {label} "
+                if not _err().is_terminal:  # logs get one line per step instead of a live bar
+                    _err().print(f"benchmark {int(bar.tasks[0].completed)}/{total} {label} "
                               f"({time.perf_counter() - t0:.0f} s)")
 
             report = run_benchmark(datasets, methods=method_list, seeds=seeds, max_rows=max_rows,
@@ -437,7 +446,7 @@ def benchmark(
         except ImportError:
             warnings.warn("matplotlib is not installed, so benchmark.png was not drawn: pip install 'vae-anomaly[plot]'.")
         Console().print(Markdown(table))
-        err.print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {report['protocol']['wall_seconds']:.0f} s")
+        _err().print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {report['protocol']['wall_seconds']:.0f} s")
 
 
 @app.command()
@@ -456,7 +465,7 @@ def serve(
         Scorer(model)  # refuse a bad model here, with exit 4, before binding the port
         os.environ.update(VAE_ANOMALY_MODEL=str(model.resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
                           VAE_ANOMALY_MAX_BYTES=str(int(max_body_mb * 1024 * 1024)))
-        err.print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
+        _err().print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
         uvicorn.run("vae_anomaly.service:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="warning")
 

@@ -112,15 +112,15 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (..., k) -> μ_x (..., d), log σ_x² (..., d) >= log(min_variance).
+        """z (..., k) -> μ_x (..., d), log σ_x² >= log(min_variance): (..., d) for a per-row
+        variance, (d,) for a per-feature one (the same for every row; it broadcasts).
 
         The floor is smooth: log σ² = log m + f(r − log m) with f(r) = (r + sqrt(r² + 1)) / 2 > 0,
         f(r) -> r for large r; r = 0 gives σ² ≈ 1. It uses no Log or Softplus, whose onnxruntime
         kernels round the last bit differently depending on where an element sits in the tensor.
         """
         h = self.decoder(z)
-        raw = self.dec_var(h) if self.arch.decoder_variance == "row" else self.dec_var_param.expand(
-            *h.shape[:-1], self.arch.n_features)
+        raw = self.dec_var(h) if self.arch.decoder_variance == "row" else self.dec_var_param
         log_floor = math.log(self.arch.min_variance)
         r = raw - log_floor
         return self.dec_mu(h), log_floor + 0.5 * (r + torch.sqrt(r * r + 1.0))

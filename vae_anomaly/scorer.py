@@ -84,24 +84,41 @@ class Scorer:
         return scorer
 
     def _load(self, data: bytes, name: str, intra_op_threads: int | None) -> None:
-        import onnxruntime as ort
-
-        _, self.metadata = artifact.parse_model(data, name)
+        self._graph, self.metadata = artifact.parse_model(data, name)
         #: the first 16 hex digits of the model file's SHA-256: which model answered
         self.model_id = hashlib.sha256(data).hexdigest()[:16]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = int(intra_op_threads)
-        try:
-            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own pybind exception types
-            raise ModelArtifactError(
-                f"{name}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
-            ) from None
+        self._name, self._threads = name, intra_op_threads
+        self._sessions: dict[tuple[str, ...], object] = {}
         self._calibration = {
             s: np.asarray(self.metadata["calibration"][s], dtype=np.float64) for s in self.score_names
         }
+        self._session([artifact.SCORE_OUTPUTS[self.default_score]])  # a graph onnxruntime refuses fails here
+
+    def _session(self, outputs: list[str]):
+        """The onnxruntime session of the graph pruned to ``outputs``, created on first use.
+
+        onnxruntime runs every node of a graph whatever outputs a call asks for, so a score-only
+        call on the whole graph would also pay for the per-feature terms (measured: 10% of the
+        time); each output set gets a session holding only the nodes it needs.
+        """
+        key = tuple(outputs)
+        if key not in self._sessions:
+            import onnx.utils
+            import onnxruntime as ort
+
+            pruned = onnx.utils.Extractor(self._graph).extract_model([artifact.INPUT_NAME], list(key))
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            if self._threads is not None:
+                options.intra_op_num_threads = int(self._threads)
+            try:
+                self._sessions[key] = ort.InferenceSession(pruned.SerializeToString(), options,
+                                                           providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own pybind exception types
+                raise ModelArtifactError(
+                    f"{self._name}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
+                ) from None
+        return self._sessions[key]
 
     @property
     def n_features(self) -> int:
@@ -134,8 +151,9 @@ class Scorer:
     def _run(self, x: np.ndarray, outputs: list[str], chunk_rows: int) -> list[np.ndarray]:
         """Run the graph on validated rows (float32, C-ordered, finite) in chunks."""
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        session = self._session(outputs)
         for start in range(0, x.shape[0], chunk_rows):
-            res = self._session.run(outputs, {artifact.INPUT_NAME: x[start : start + chunk_rows]})
+            res = session.run(outputs, {artifact.INPUT_NAME: x[start : start + chunk_rows]})
             for acc, r in zip(parts, res):
                 acc.append(r)
         shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features)}

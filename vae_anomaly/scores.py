@@ -93,19 +93,29 @@ class ScoreGraph(nn.Module):
         self.register_buffer("log_l", torch.tensor(math.log(eps.shape[0]), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor):
+        """Written for onnxruntime's speed: each decoder layer is one 2-D Gemm over the n·L
+        samples, and with a per-feature variance the Gaussian's quadratic form is a MatMul by
+        1/σ² (one pass over the (n, L, d) tensor); onnxruntime runs only the nodes an asked-for
+        output needs, so the per-feature terms cost nothing unless asked for."""
         vae = self.vae
+        n_samples, k = self.eps.shape
+        d = vae.arch.n_features
         xs = vae.standardize(x)                                   # (n, d)
         mu, logvar = vae.encode(xs)                               # (n, k), (n, k)
         z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
-        x_mu, x_logvar = vae.decode(z)                            # (n, L, d)
-        ll = gaussian_log_prob(xs.unsqueeze(1), x_mu, x_logvar)   # (n, L, d), standardized scale
-        n_samples = self.eps.shape[0]
-        feature_terms = -row_sum(ll.transpose(1, 2)) / n_samples + torch.log(vae.scale)  # (n, d), raw scale
-        recon_prob = row_sum(feature_terms)                       # (n,)
+        x_mu, x_logvar = vae.decode(z)                            # (n, L, d); (d,) or (n, L, d)
+        sq = (xs.unsqueeze(1) - x_mu) ** 2                       # (n, L, d)
+        log_scale = torch.log(vae.scale)                          # raw-scale Jacobian, (d,)
+        if x_logvar.dim() == 1:                                   # per-feature variance
+            mahalanobis = (sq @ torch.exp(-x_logvar).unsqueeze(-1)).squeeze(-1)  # (n, L)
+        else:                                                     # per-row variance
+            mahalanobis = row_sum(sq * torch.exp(-x_logvar))
+        log_px = -0.5 * (d * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)  # (n, L)
+        recon_prob = -row_sum(log_px) / n_samples                 # (n,)
         neg_elbo = recon_prob + kl_to_standard_normal(mu, logvar)
-        k = mu.shape[-1]
         log_pz = -0.5 * (k * LOG_2PI + row_sum(z**2))             # (n, L)
         log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
-        log_w = row_sum(ll) - row_sum(torch.log(vae.scale)) + log_pz - log_qz  # (n, L)
-        iwae = -(row_logsumexp(log_w) - self.log_l)
+        iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
+        nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
+        feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
         return neg_elbo, recon_prob, iwae, feature_terms
