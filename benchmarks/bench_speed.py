@@ -8,7 +8,8 @@ Data: random float32 rows, 50,000 x 64 (the shape of issue 6's reference figures
 3. training seconds per epoch, ours vs PyOD's VAE with the same layer sizes;
 4. peak RSS of `vae-anomaly score` on a file 10x the chunk budget and on a --big-gb file, beside
    np.load of the same file;
-5. GPU training seconds per epoch when CUDA is present.
+5. GPU training seconds per epoch when CUDA is present (batch 128 / 4096, float32 / bf16 autocast,
+   torch.compile).
 
     python benchmarks/bench_speed.py [--rows 50000] [--big-gb 1.0] [--skip-pyod]
 """
@@ -137,8 +138,13 @@ def main() -> None:
         print(f"| PyOD VAE (CPU, batch 32, same layers) | {pyod_epoch:.2f} |")
         print(f"\nTraining speed-up over PyOD: {pyod_epoch / ours_epoch:.1f}x.")
     if torch.cuda.is_available():
-        gpu = train(X, config=TrainConfig(epochs=3, seed=0, device="cuda", patience=100))
-        print(f"| ours (CUDA) | {gpu.summary['seconds'] / gpu.summary['epochs_run']:.2f} |")
+        for batch, precision, compiled in ((128, "fp32", False), (128, "bf16", False), (4096, "fp32", False),
+                                           (4096, "bf16", False), (4096, "bf16", True)):
+            gpu = train(X, config=TrainConfig(epochs=3, seed=0, device="cuda", patience=100, batch_size=batch,
+                                              precision=precision, compile=compiled))
+            print(f"| ours ({torch.cuda.get_device_name()}, batch {batch}, {precision}"
+                  f"{', torch.compile' if compiled else ''}; incl. compile) | "
+                  f"{gpu.summary['seconds'] / gpu.summary['epochs_run']:.2f} |")
 
     chunk = 65536
     small_rows = 10 * chunk

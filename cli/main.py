@@ -54,6 +54,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class ScoreName(str, Enum):
     neg_elbo = "neg-elbo"
     recon_prob = "recon-prob"
@@ -184,6 +190,10 @@ def fit(
     latent_dim: Annotated[Optional[int], typer.Option(help="Latent size (default: ceil(d/4) in [2, 16]).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = 0,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
+    batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = 128,
+    precision: Annotated[Precision, typer.Option(
+        help="Training arithmetic: auto = bf16 autocast on CUDA, float32 on the CPU.")] = Precision.auto,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
     alpha: Annotated[float, typer.Option(help="False-alarm rate of --threshold auto, stored in the model.")] = 0.01,
     beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = 1.0,
     kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = 0,
@@ -199,7 +209,7 @@ def fit(
         fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
                  epochs=epochs, latent_dim=latent_dim, seed=seed, device=device.value, beta=beta,
-                 kl_warmup=kl_warmup)
+                 kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_)
 
 
 class NanPolicy(str, Enum):

@@ -140,7 +140,7 @@ def test_nan_loss_stops_training_and_writes_no_model(monkeypatch, tmp_path, card
     import vae_anomaly.train as train_mod
 
     monkeypatch.setattr(train_mod, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
-    with pytest.raises(TrainingError, match="nan at epoch 1"):
+    with pytest.raises(TrainingError, match="nan in epoch 1"):
         train_mod.train(cardio[0], config=train_mod.TrainConfig(epochs=3))
 
 
@@ -188,6 +188,30 @@ def test_cuda_training_exports_a_model_that_scores_on_the_cpu(cardio, tmp_path):
     from vae_anomaly.train import TrainConfig, train
 
     result = train(cardio[0], config=TrainConfig(epochs=5, device="cuda"))
-    assert result.summary["device"].startswith("cuda")
+    assert result.summary["device"].startswith("cuda") and result.summary["precision"] == "bf16"
     export_model(result, tmp_path / "gpu.onnx")
     assert Scorer(tmp_path / "gpu.onnx").score_samples(cardio[1]).shape == (len(cardio[1]),)
+
+
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}], ids=["bf16", "compile"])
+def test_bf16_autocast_and_torch_compile_train_models_that_export_and_rank(options, cardio, tmp_path):
+    """The GPU speed options also run on the CPU; the exported graph stays float32 and detects."""
+    from sklearn.metrics import roc_auc_score
+
+    from vae_anomaly.export import export_model
+    from vae_anomaly.train import TrainConfig, train
+
+    X, X_test, y_test = cardio
+    result = train(X, config=TrainConfig(epochs=8, seed=0, device="cpu", **options))
+    assert result.summary["precision"] == ("bf16" if "precision" in options else "fp32")
+    export_model(result, tmp_path / "m.onnx")
+    assert roc_auc_score(y_test, Scorer(tmp_path / "m.onnx").score_samples(X_test)) > 0.8
+
+
+def test_unknown_precision_and_batch_size_are_refused(cardio):
+    from vae_anomaly.train import TrainConfig, train
+
+    with pytest.raises(InputValidationError, match="--precision"):
+        train(cardio[0], config=TrainConfig(epochs=1, precision="fp8", device="cpu"))
+    with pytest.raises(InputValidationError, match="--batch-size"):
+        train(cardio[0], config=TrainConfig(epochs=1, batch_size=0, device="cpu"))

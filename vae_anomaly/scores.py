@@ -64,14 +64,13 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * row_sum(mu**2 + torch.exp(logvar) - logvar - 1.0)
 
 
-def training_loss(vae: VAE, xs: torch.Tensor, beta: float, generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
+def training_loss(vae: VAE, xs: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean over the batch of −log p(x|z) + β KL (one reparameterized sample; β = 1 is the ELBO).
 
     xs : standardized rows, (n, d). Returns a scalar.
     """
     mu, logvar = vae.encode(xs)
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    eps = torch.randn_like(mu)
     x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
     recon = -row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
     return (recon + beta * kl_to_standard_normal(mu, logvar)).mean()
