@@ -23,12 +23,12 @@ from typing import Annotated, Iterator, Optional
 import numpy as np
 import typer
 
-from vae_anomaly import Scorer, ScoreResult, __version__
+from vae_anomaly import Scorer, ScoreResult, __version__, conditions
 from vae_anomaly.calibration import check_alpha
-from vae_anomaly.errors import VaeAnomalyError
+from vae_anomaly.errors import InputValidationError, OutputWriteError, VaeAnomalyError
 from vae_anomaly.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
                             read_matrix)
-from vae_anomaly.validation import check_array
+from vae_anomaly.validation import check_array, flatten_rows
 
 app = typer.Typer(
     name="vae-anomaly",
@@ -58,6 +58,18 @@ class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class Arch(str, Enum):
+    auto = "auto"
+    mlp = "mlp"
+    conv = "conv"
+
+
+class ConditionKind(str, Enum):
+    auto = "auto"
+    categorical = "categorical"
+    numeric = "numeric"
 
 
 class ScoreName(str, Enum):
@@ -144,6 +156,7 @@ def _parse_threshold(value: str) -> str | float:
 
 def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: float, quiet: bool,
              checkpoint: Optional[Path] = None, checkpoint_every: int = 10, resume: Optional[Path] = None,
+             condition: Optional[Path] = None, val_condition: Optional[Path] = None, condition_kind: str = "auto",
              **config) -> dict:
     """Read, train with a progress bar on stderr, export; return the metadata."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -155,6 +168,11 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     check_alpha(alpha)
     X = read_matrix(normal_file)
     X_val = read_matrix(val) if val is not None else None
+    C = read_matrix(condition) if condition is not None else None
+    C_val = read_matrix(val_condition) if val_condition is not None else None
+    if (C is None) != (C_val is None) and X_val is not None:
+        raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
+                                   "conditions too (and only then).")
     cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
     bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
@@ -167,7 +185,8 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
         bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
 
     try:
-        result = train(X, X_val=X_val, config=cfg, progress=progress, name=str(normal_file),
+        result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind,
+                       config=cfg, progress=progress, name=str(normal_file),
                        checkpoint=checkpoint if checkpoint is not None else resume,
                        checkpoint_every=checkpoint_every, resume=resume)
     finally:
@@ -182,7 +201,8 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
 
 @app.command()
 def fit(
-    normal_file: Annotated[Path, typer.Argument(help="Normal rows: .npy, .npz (array X) or .csv.")],
+    normal_file: Annotated[Path, typer.Argument(
+        help="Normal rows: .npy (rows, or images (N, H, W) / (N, C, H, W)), .npz (array X), .csv or .parquet.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.")] = Path("model.onnx"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Separate validation/calibration rows.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = 0.2,
@@ -197,6 +217,15 @@ def fit(
     alpha: Annotated[float, typer.Option(help="False-alarm rate of --threshold auto, stored in the model.")] = 0.01,
     beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = 1.0,
     kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = 0,
+    free_bits: Annotated[float, typer.Option(
+        help="Nats per latent dimension of KL left unpenalized (free bits; 0 = off).")] = 0.0,
+    arch: Annotated[Arch, typer.Option(
+        help="auto = convolutional for images (N, H, W) / (N, C, H, W), else MLP.")] = Arch.auto,
+    condition: Annotated[Optional[Path], typer.Option(
+        help="Conditions of NORMAL_FILE's rows (ids, one-hot or numeric context): a conditional VAE.")] = None,
+    condition_kind: Annotated[ConditionKind, typer.Option(
+        help="auto = integer ids or one-hot rows are categorical, anything else numeric.")] = ConditionKind.auto,
+    val_condition: Annotated[Optional[Path], typer.Option(help="Conditions of the --val rows.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(
         help="Write a training checkpoint here every --checkpoint-every epochs.")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 10,
@@ -209,7 +238,9 @@ def fit(
         fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
                  epochs=epochs, latent_dim=latent_dim, seed=seed, device=device.value, beta=beta,
-                 kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_)
+                 kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
+                 free_bits=free_bits, arch=arch.value, condition=condition, val_condition=val_condition,
+                 condition_kind=condition_kind.value)
 
 
 class NanPolicy(str, Enum):
@@ -219,13 +250,19 @@ class NanPolicy(str, Enum):
 
 def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
                alpha: Optional[float], score: Optional[str], nan_policy: str = "raise", fdr: Optional[float] = None,
-               features: int = 0, summary_json: Optional[Path] = None, chunk_rows: int = 65536) -> ScoreResult:
+               features: int = 0, summary_json: Optional[Path] = None, chunk_rows: int = 65536,
+               condition: Optional[Path] = None) -> ScoreResult:
     """Stream NEW_FILE through the scorer in row chunks; write ``output`` (format by suffix) atomically,
-    or CSV to stdout; return the whole file's ScoreResult (scores, p-values and flags only)."""
+    or CSV to stdout; return the whole file's ScoreResult (scores, p-values and flags only).
+    ``condition``: a conditional model's condition file, one row per row of NEW_FILE (read whole:
+    conditions are small next to the data)."""
     from vae_anomaly.calibration import benjamini_hochberg
     from vae_anomaly.monitoring import batch_summary, top_features
 
     scorer = Scorer(model)
+    conds = read_matrix(condition) if condition is not None else None
+    # a missing, needless or malformed condition file fails before any output is written
+    conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
     fmt = output_format(output)
     for path in (output, summary_json):
         if path is not None:
@@ -236,10 +273,11 @@ def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = ScoreWriter(f, fmt, top_features=features > 0)
         for raw in iter_matrix_chunks(new_file, chunk_rows):
-            x = check_array(raw, name=str(new_file), n_features=scorer.n_features,
-                            allow_nonfinite=nan_policy == "flag", first_row=done)
+            x = check_array(flatten_rows(raw, scorer.input_shape, name=str(new_file)), name=str(new_file),
+                            n_features=scorer.n_features, allow_nonfinite=nan_policy == "flag", first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
-                                 nan_policy=nan_policy, feature_terms=features > 0)
+                                 nan_policy=nan_policy, feature_terms=features > 0,
+                                 condition=None if conds is None else conds[done : done + x.shape[0]])
             top = top_features(res.feature_terms, features) if features > 0 else None
             ok = np.isfinite(x).all(axis=1)
             feature_sum += x[ok].sum(axis=0, dtype=np.float64)
@@ -248,6 +286,9 @@ def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold
             if fdr is None:
                 writer.write(res.scores, res.p_values, res.is_anomaly, top)
             parts.append((res, top) if fdr is not None else (res, None))
+        if conds is not None and len(conds) != done:
+            raise InputValidationError(f"{condition}: {len(conds)} condition rows for {done} rows in {new_file}; "
+                                       "expected one condition per row, in the same order.")
         scores = np.concatenate([r.scores for r, _ in parts]) if parts else np.empty(0, np.float32)
         p_values = np.concatenate([r.p_values for r, _ in parts]) if parts else np.empty(0)
         flags = np.concatenate([r.is_anomaly for r, _ in parts]) if parts else np.empty(0, bool)
@@ -297,12 +338,15 @@ def score(
         "--fail-on-anomaly", help="Exit 6 when any row is flagged (after writing the outputs).")] = False,
     chunk_rows: Annotated[int, typer.Option(
         min=1, help="Rows read and scored at a time: sets peak memory, not the results.")] = 65536,
+    condition: Annotated[Optional[Path], typer.Option(
+        help="A conditional model's conditions, one row per row of NEW_FILE.")] = None,
 ) -> None:
     """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
         result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
-                            fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows)
+                            fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows,
+                            condition=condition)
     if fail_on_anomaly and result.is_anomaly.any():
         raise typer.Exit(6)
 
@@ -315,6 +359,8 @@ def calibrate(
     alpha: Annotated[Optional[float], typer.Option(help="New false-alarm rate for --threshold auto.")] = None,
     target: Annotated[str, typer.Option(help="fpr (conformal, needs no labels), f1 or recall (need --labels).")] = "fpr",
     recall: Annotated[float, typer.Option(help="Target recall for --target recall.")] = 0.9,
+    condition: Annotated[Optional[Path], typer.Option(
+        help="A conditional model's conditions, one row per row of VAL_FILE.")] = None,
 ) -> None:
     """Recompute the calibration scores and threshold from new validation data, without retraining."""
     with _errors():
@@ -324,7 +370,7 @@ def calibrate(
             raise typer.BadParameter(f"--target: got {target!r}; expected fpr, f1 or recall.")
         y = read_matrix(labels).ravel() if labels is not None else None
         report = recalibrate(model, read_matrix(val_file), labels=y, alpha=alpha, target=target, recall=recall,
-                             name=str(val_file))
+                             name=str(val_file), condition=read_matrix(condition) if condition else None)
         print(json.dumps(report, indent=1))
 
 
@@ -335,6 +381,10 @@ def report(
     labels: Annotated[Optional[Path], typer.Option(help="0/1 label per row (adds the ROC curve).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="report.png or report.html.")] = Path("report.png"),
     top: Annotated[int, typer.Option(help="How many of the most anomalous rows to list.")] = 10,
+    latent: Annotated[bool, typer.Option(
+        "--latent", help="Add a 2-D projection of the latent means coloured by score.")] = False,
+    condition: Annotated[Optional[Path], typer.Option(
+        help="A conditional model's conditions, one row per row of NEW_FILE.")] = None,
 ) -> None:
     """Score histogram against the calibration scores, top anomalous rows and features, ROC with labels."""
     with _errors():
@@ -342,10 +392,38 @@ def report(
 
         check_output_folder(output)
         scorer = Scorer(model)
-        x = check_array(read_matrix(new_file), name=str(new_file), n_features=scorer.n_features)
+        x = check_array(flatten_rows(read_matrix(new_file), scorer.input_shape, name=str(new_file)),
+                        name=str(new_file), n_features=scorer.n_features)
         y = read_matrix(labels).ravel() if labels is not None else None
-        write_report(scorer, x, output, labels=y, top=top, title=str(new_file))
+        write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
+                     condition=read_matrix(condition) if condition is not None else None)
         _err().print(f"wrote {output}")
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model file.")] = Path("model.onnx"),
+    n: Annotated[Optional[int], typer.Option("-n", help="Rows to draw (default: one per --condition row).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the .npy array.")] = Path("samples.npy"),
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
+    condition: Annotated[Optional[Path], typer.Option(
+        help="A conditional model's condition for each row to draw.")] = None,
+) -> None:
+    """Draw rows from the prior through the decoder (onnxruntime alone): a .npy shaped like the training rows."""
+    with _errors():
+        if not str(output).lower().endswith(".npy"):
+            raise OutputWriteError(f"{output}: sample writes a .npy array; expected a path ending in .npy.")
+        check_output_folder(output)
+        scorer = Scorer(model)
+        conds = read_matrix(condition) if condition is not None else None
+        if n is None:
+            if conds is None:
+                raise typer.BadParameter("-n: how many rows to draw? Give -n N (or --condition FILE, one row each).")
+            n = len(conds)
+        rows = scorer.sample(n, condition=conds, seed=seed)
+        with atomic_write(output) as f:
+            np.save(f, rows, allow_pickle=False)
+        _err().print(f"wrote {output}: {n} rows of shape {tuple(rows.shape[1:])} drawn from the prior")
 
 
 @app.command()

@@ -19,34 +19,60 @@ from .calibration import calibration_entries, check_alpha
 from .errors import TrainingError
 from .io import atomic_write
 from .scorer import DEFAULT_CHUNK_ROWS
+from .scores import SampleGraph
 from .train import TrainResult
 
 OPSET = 18
-_OUTPUTS = [*artifact.SCORE_OUTPUTS.values(), artifact.FEATURE_TERMS_OUTPUT]
+_OUTPUTS = [*artifact.SCORE_OUTPUTS.values(), artifact.FEATURE_TERMS_OUTPUT, artifact.LATENT_OUTPUT]
 
 
-def _to_onnx_bytes(graph: torch.nn.Module, n_features: int) -> bytes:
-    """torch.export-based ONNX export, dynamic batch axis, every tensor inside the protobuf."""
+def _to_onnx_bytes(graph: torch.nn.Module, inputs: dict[str, int], outputs: list[str]) -> bytes:
+    """torch.export-based ONNX export of ``graph`` with 2-D float inputs {name: columns} sharing one
+    dynamic batch axis; every tensor inside the protobuf."""
     n_rows = torch.export.Dim("n_rows", min=1)
     # the exporter logs that torchvision's operators are unavailable; we use none of them
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            graph, (torch.zeros(3, n_features),), None, dynamo=True, external_data=False,
-            input_names=[artifact.INPUT_NAME], output_names=_OUTPUTS,
-            dynamic_shapes=({0: n_rows},), opset_version=OPSET, verbose=False, optimize=True,
+            graph, tuple(torch.zeros(3, m) for m in inputs.values()), None, dynamo=True, external_data=False,
+            input_names=list(inputs), output_names=outputs,
+            dynamic_shapes=tuple({0: n_rows} for _ in inputs), opset_version=OPSET, verbose=False, optimize=True,
         )
     return program.model_proto.SerializeToString()
 
 
-def _ort_scores(data: bytes, x: np.ndarray) -> list[np.ndarray]:
+def _ort_run(data: bytes, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    step = DEFAULT_CHUNK_ROWS
-    out = [sess.run(_OUTPUTS, {artifact.INPUT_NAME: x[i : i + step]}) for i in range(0, len(x), step)]
-    return [np.concatenate([o[j] for o in out]) for j in range(len(_OUTPUTS))]
+    n, step = len(next(iter(feeds.values()))), DEFAULT_CHUNK_ROWS
+    out = [sess.run(outputs, {k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
+    return [np.concatenate([o[j] for o in out]) for j in range(len(outputs))]
+
+
+def _check_parity(onnx_out: list[np.ndarray], torch_out: list[np.ndarray], names: list[str], rtol: float) -> None:
+    for name, a, b in zip(names, onnx_out, torch_out):
+        if not np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max()))):
+            worst = float(np.max(np.abs(a - b)))
+            raise TrainingError(f"export: onnxruntime's {name} differs from torch's by {worst:g}; "
+                                "nothing was written. Please report this as a bug.")
+
+
+def _sampler_bytes(vae, rtol: float) -> bytes:
+    """The generation graph (noise [, condition] -> sample), exported and checked like the scores."""
+    k, m = vae.arch.latent_dim, vae.arch.condition_dim
+    graph = SampleGraph(vae).eval()
+    inputs = {artifact.NOISE_INPUT: k, **({artifact.CONDITION_NAME: m} if m else {})}
+    data = _to_onnx_bytes(graph, inputs, [artifact.SAMPLE_OUTPUT])
+    rng = np.random.default_rng(0)
+    feeds = {artifact.NOISE_INPUT: rng.standard_normal((64, k), dtype=np.float32)}
+    if m:
+        feeds[artifact.CONDITION_NAME] = np.eye(m, dtype=np.float32)[rng.integers(0, m, 64)]
+    with torch.no_grad():
+        expected = graph(*(torch.as_tensor(v) for v in feeds.values())).numpy()
+    _check_parity(_ort_run(data, feeds, [artifact.SAMPLE_OUTPUT]), [expected], [artifact.SAMPLE_OUTPUT], rtol)
+    return data
 
 
 def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float = 0.01,
@@ -84,18 +110,15 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
     TrainingError : onnxruntime's scores disagree with torch's.
     """
     alpha = check_alpha(alpha)
-    graph, x_val = result.graph.eval(), result.x_val
+    graph, x_val, c_val = result.graph.eval(), result.x_val, result.c_val
     n_features = x_val.shape[1]
-    data = _to_onnx_bytes(graph, n_features)
+    feeds = {artifact.INPUT_NAME: x_val, **({} if c_val is None else {artifact.CONDITION_NAME: c_val})}
+    data = _to_onnx_bytes(graph, {k: v.shape[1] for k, v in feeds.items()}, _OUTPUTS)
 
-    ort_out = _ort_scores(data, x_val)
+    ort_out = _ort_run(data, feeds, _OUTPUTS)
     with torch.no_grad():
-        torch_out = [t.numpy() for t in graph(torch.as_tensor(x_val))]
-    for name, a, b in zip(_OUTPUTS, ort_out, torch_out):
-        if not np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max()))):
-            worst = float(np.max(np.abs(a - b)))
-            raise TrainingError(f"export: onnxruntime's {name} differs from torch's by {worst:g}; "
-                                "nothing was written. Please report this as a bug.")
+        torch_out = [t.numpy() for t in graph(*(torch.as_tensor(v) for v in feeds.values()))]
+    _check_parity(ort_out, torch_out, _OUTPUTS, rtol)
 
     calibration = calibration_entries({s: ort_out[i] for i, s in enumerate(artifact.SCORE_OUTPUTS)}, alpha,
                                       seed=result.summary["config"]["seed"])
@@ -110,7 +133,11 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         "feature_std": graph.vae.scale.tolist(),
         "feature_names": None,
         "input_name": artifact.INPUT_NAME,
-        "outputs": dict(artifact.SCORE_OUTPUTS, feature_terms=artifact.FEATURE_TERMS_OUTPUT),
+        "input_shape": result.summary["input_shape"],
+        "condition": result.summary["condition"],
+        "latent_dim": int(graph.vae.arch.latent_dim),
+        "outputs": dict(artifact.SCORE_OUTPUTS, feature_terms=artifact.FEATURE_TERMS_OUTPUT,
+                        latent_mean=artifact.LATENT_OUTPUT),
         "score_names": list(artifact.SCORE_OUTPUTS),
         "default_score": default_score,
         "score_direction": "higher = more anomalous",
@@ -122,4 +149,4 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
                          "python": platform.python_version()},
         },
     }
-    return artifact.attach_metadata(data, meta, __version__, name), meta
+    return artifact.attach_metadata(data, meta, __version__, name, sampler=_sampler_bytes(graph.vae, rtol)), meta

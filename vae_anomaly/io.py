@@ -230,9 +230,10 @@ def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iter
 
     Yields
     ------
-    ndarray chunks in the stored numeric dtype, at least one (shapes are checked by the caller's
-    ``check_array``; a ``.npy`` that is not 2-D yields one zero-cost view of the declared shape, so
-    the check reports it without reading the data).
+    ndarray chunks in the stored numeric dtype and row shape (a ``.npy`` of images (n, H, W)
+    yields (chunk, H, W) chunks), at least one (shapes are checked by the caller's ``check_array``;
+    a 0-d or empty ``.npy`` yields one zero-cost view of the declared shape, so the check reports
+    it without reading the data).
 
     Raises
     ------
@@ -264,7 +265,7 @@ def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iter
 def _iter_npy(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
     with p.open("rb") as f:
         shape, fortran, dtype = _check_npy_header(f, p.stat().st_size, str(p))
-        if len(shape) != 2 or shape[0] == 0:
+        if len(shape) == 0 or 0 in shape:
             yield np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape))
             return
         if fortran:
@@ -272,10 +273,10 @@ def _iter_npy(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
             for start in range(0, shape[0], chunk_rows):
                 yield np.ascontiguousarray(mm[start : start + chunk_rows])
             return
-        row_bytes = shape[1] * dtype.itemsize
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         for start in range(0, shape[0], chunk_rows):
             n = min(chunk_rows, shape[0] - start)
-            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, shape[1])
+            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
 
 
 def _iter_parquet(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:

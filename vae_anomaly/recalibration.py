@@ -7,21 +7,23 @@ import os
 
 import numpy as np
 
-from . import __version__, artifact
+from . import __version__, artifact, conditions
 from .calibration import calibration_entries, check_alpha, threshold_for_target, threshold_metrics
 from .errors import InputValidationError
 from .scorer import Scorer
-from .validation import check_array
+from .validation import check_array, flatten_rows
 
 
 def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float | None = None, target: str = "fpr",
-                recall: float = 0.9, name: str = "X") -> dict:
+                recall: float = 0.9, name: str = "X", condition=None) -> dict:
     """Replace the model's calibration scores (and threshold) with those of new validation rows.
 
     Parameters
     ----------
     model_path : the model file, rewritten atomically (the graph is unchanged).
-    X : array-like (n_rows, n_features): validation rows; without labels they must all be normal.
+    X : array-like (n_rows, n_features) (or images, for an image model): validation rows; without
+        labels they must all be normal.
+    condition : a conditional model's conditions, one per row of X.
     labels : optional (n_rows,) 0/1 (1 = anomaly). The calibration scores come from the rows
         labelled 0; the threshold is chosen by ``target``.
     alpha : new false-alarm rate for ``--threshold auto`` (default: keep the model's).
@@ -38,7 +40,9 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
     InputValidationError : bad rows or labels, too few normal rows. ModelArtifactError : bad model.
     """
     scorer = Scorer(model_path)
-    x = check_array(X, name=name, n_features=scorer.n_features, min_rows=1)
+    x = check_array(flatten_rows(X, scorer.input_shape, name=name), name=name, n_features=scorer.n_features,
+                    min_rows=1)
+    c = conditions.encode(condition, scorer.condition, x.shape[0], f"{name} conditions")
     y = None
     if labels is not None:
         y = np.asarray(labels).ravel()
@@ -48,17 +52,19 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
     if target != "fpr" and y is None:
         raise InputValidationError(f"--target {target}: needs --labels.")
     normal = x if y is None else x[y == 0]
+    normal_c = c if y is None or c is None else c[y == 0]
     if normal.shape[0] < 5:
         raise InputValidationError(f"{name}: {normal.shape[0]} normal rows; expected at least 5 to calibrate on.")
     meta = dict(scorer.metadata)
     alpha = meta["alpha"] if alpha is None else check_alpha(alpha)
-    meta.update(calibration_entries({s: scorer.score_samples(normal, score=s) for s in scorer.score_names}, alpha))
+    meta.update(calibration_entries({s: scorer.score_samples(normal, score=s, condition=normal_c)
+                                                     for s in scorer.score_names}, alpha))
     report = {"n_rows": int(x.shape[0]), "n_calibration": meta["n_calibration"], "alpha": alpha,
               "target": target, "score": scorer.default_score}
     threshold = meta["thresholds"][scorer.default_score]
     threshold = np.inf if threshold is None else threshold
     if y is not None:
-        scores = scorer.score_samples(x)
+        scores = scorer.score_samples(x, condition=c)
         if target != "fpr":
             threshold = threshold_for_target(scores, y, target, recall)
             meta["auto_threshold"] = {"rule": target, "score": scorer.default_score, "value": threshold,

@@ -16,13 +16,23 @@ from .monitoring import top_features
 from .scorer import Scorer
 
 
-def _figure(scorer: Scorer, result, labels, top_rows, top_feats, title: str):
+def latent_projection(means: np.ndarray) -> tuple[np.ndarray, str]:
+    """2-D coordinates of latent means (n, k) and the axes' name: the means themselves when k <= 2,
+    else their first two principal components (scikit-learn PCA, fitted on these rows)."""
+    if means.shape[1] <= 2:
+        return np.pad(means, ((0, 0), (0, 2 - means.shape[1]))), "z"
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=0).fit_transform(means), "principal component of μ(x)"
+
+
+def _figure(scorer: Scorer, result, labels, top_rows, top_feats, title: str, latent=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 3 if labels is not None else 2
+    panels = 2 + (labels is not None) + (latent is not None)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
     ax = axes[0]
     cal = np.asarray(scorer.metadata["calibration"][result.score_name])
@@ -55,18 +65,33 @@ def _figure(scorer: Scorer, result, labels, top_rows, top_feats, title: str):
         ax.set_ylabel("recall")
         ax.legend(loc="lower right")
         ax.set_title("ROC curve", fontsize=10)
+    if latent is not None:
+        coords, axis = latent
+        ax = axes[-1]
+        shown = np.clip(result.scores, None, np.quantile(result.scores[np.isfinite(result.scores)], 0.99))
+        points = ax.scatter(coords[:, 0], coords[:, 1], c=shown, s=8, cmap="viridis")
+        flagged = result.is_anomaly
+        ax.scatter(coords[flagged, 0], coords[flagged, 1], s=30, facecolors="none", edgecolors="red",
+                   linewidths=0.8, label=f"flagged ({int(flagged.sum())})")
+        fig.colorbar(points, ax=ax, label=f"{result.score_name} (clipped at the 99th percentile)")
+        ax.set_xlabel(f"{axis} 1")
+        ax.set_ylabel(f"{axis} 2")
+        ax.legend(fontsize=8, loc="best")
+        ax.set_title("latent means, coloured by score", fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labels=None, top: int = 10,
-                 title: str = "vae-anomaly report") -> None:
+                 title: str = "vae-anomaly report", condition=None, latent: bool = False) -> None:
     """Write a report for rows ``x`` (float32, (n, d)) as ``.png`` or ``.html`` (PNG embedded).
 
     Panels: the batch's score histogram against the calibration scores with the threshold; the
     ``top`` most anomalous rows with their 3 most anomalous features; the ROC curve when ``labels``
-    (0/1 per row) are given.
+    (0/1 per row) are given; with ``latent``, a 2-D projection of the rows' latent means
+    (:func:`latent_projection`) coloured by score, flagged rows circled. ``condition``: a
+    conditional model's conditions, one per row.
 
     Raises
     ------
@@ -84,10 +109,11 @@ def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labe
         if labels.shape[0] != x.shape[0] or not np.isin(labels, (0, 1)).all() or np.unique(labels).size < 2:
             raise InputValidationError(
                 f"--labels: expected {x.shape[0]} labels of 0 and 1 with both classes present.")
-    result = scorer.predict(x, feature_terms=True)
+    result = scorer.predict(x, feature_terms=True, condition=condition)
     top_rows = np.argsort(-result.scores, kind="stable")[: max(1, top)]
     top_feats = top_features(result.feature_terms[top_rows], 3)
-    fig = _figure(scorer, result, labels, top_rows, top_feats, title)
+    projection = latent_projection(scorer.latent_means(x, condition=condition)) if latent else None
+    fig = _figure(scorer, result, labels, top_rows, top_feats, title, projection)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact
+from . import artifact, conditions
 from .calibration import (benjamini_hochberg, check_alpha, conformal_p_values, score_threshold,
                           warn_if_undetectable)
 from .errors import InputValidationError, ModelArtifactError
-from .validation import check_array
+from .validation import check_array, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
 #: 111k rows/s at 1024 vs 82k at 4096 for a 64-feature model, 16 samples, 2 cores)
@@ -106,7 +106,10 @@ class Scorer:
             import onnx.utils
             import onnxruntime as ort
 
-            pruned = onnx.utils.Extractor(self._graph).extract_model([artifact.INPUT_NAME], list(key))
+            if key == (artifact.SAMPLE_OUTPUT,):
+                pruned = artifact.sampler_model(self._graph, self._name)
+            else:
+                pruned = onnx.utils.Extractor(self._graph).extract_model(self._inputs, list(key))
             options = ort.SessionOptions()
             options.log_severity_level = 3
             if self._threads is not None:
@@ -122,8 +125,29 @@ class Scorer:
 
     @property
     def n_features(self) -> int:
-        """Number of input columns the model expects."""
+        """Number of input columns the model expects (an image's pixels, flattened)."""
         return int(self.metadata["n_features"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input row as fitted: (n_features,), or (H, W) / (C, H, W) for images."""
+        return tuple(self.metadata.get("input_shape") or (self.n_features,))
+
+    @property
+    def condition(self) -> dict | None:
+        """The condition spec of a conditional model (see :mod:`vae_anomaly.conditions`), else None."""
+        return self.metadata.get("condition")
+
+    @property
+    def _inputs(self) -> list[str]:
+        return [artifact.INPUT_NAME] + ([artifact.CONDITION_NAME] if self.condition else [])
+
+    def _rows(self, X, name: str, condition=None, *, allow_nonfinite: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validated graph inputs: rows float32 (n, n_features) and encoded conditions or None."""
+        x = check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
+                        allow_nonfinite=allow_nonfinite)
+        return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
 
     @property
     def score_names(self) -> list[str]:
@@ -148,28 +172,36 @@ class Scorer:
             )
         return score
 
-    def _run(self, x: np.ndarray, outputs: list[str], chunk_rows: int) -> list[np.ndarray]:
-        """Run the graph on validated rows (float32, C-ordered, finite) in chunks."""
+    def _run(self, x: np.ndarray, outputs: list[str], chunk_rows: int, c: np.ndarray | None = None
+             ) -> list[np.ndarray]:
+        """Run the graph on validated rows (float32, C-ordered, finite) [and conditions] in chunks."""
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
         session = self._session(outputs)
         for start in range(0, x.shape[0], chunk_rows):
-            res = session.run(outputs, {artifact.INPUT_NAME: x[start : start + chunk_rows]})
+            feeds = {artifact.INPUT_NAME: x[start : start + chunk_rows]}
+            if c is not None:
+                feeds[artifact.CONDITION_NAME] = c[start : start + chunk_rows]
+            res = session.run(outputs, feeds)
             for acc, r in zip(parts, res):
                 acc.append(r)
-        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features)}
+        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features),
+                  artifact.LATENT_OUTPUT: (0, int(self.metadata.get("latent_dim", 0)))}
         return [
             np.concatenate(acc) if acc else np.empty(shapes.get(o, (0,)), dtype=np.float32)
             for acc, o in zip(parts, outputs)
         ]
 
-    def score_samples(self, X, *, score: str | None = None, name: str = "X",
+    def score_samples(self, X, *, score: str | None = None, name: str = "X", condition=None,
                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
         """Anomaly scores, higher = more anomalous.
 
         Parameters
         ----------
-        X : array-like, shape (n_rows, n_features), raw features (any numeric dtype).
+        X : array-like, shape (n_rows, n_features), raw features (any numeric dtype); an image
+            model also takes (n_rows, *input_shape).
         score : "neg-elbo", "recon-prob" or "iwae"; None = the model's default.
+        condition : a conditional model's conditions, one per row (ids (n,), one-hot (n, K) or
+            numeric (n, m)); must be None for an unconditional model.
         name : how X is named in error messages.
         chunk_rows : rows per onnxruntime call (memory, not results, depends on it).
 
@@ -179,20 +211,54 @@ class Scorer:
 
         Raises
         ------
-        InputValidationError : X is not a finite numeric (n_rows, n_features) matrix.
+        InputValidationError : X is not a finite numeric (n_rows, n_features) matrix, or the
+            conditions do not fit the model.
         """
         score = self._resolve_score(score)
-        x = check_array(X, name=name, n_features=self.n_features)
-        return self._run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows)[0]
+        x, c = self._rows(X, name, condition)
+        return self._run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows, c)[0]
 
-    def feature_terms(self, X, *, name: str = "X", chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)).
+    def feature_terms(self, X, *, name: str = "X", condition=None,
+                      chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+        """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)) + log scale_j.
 
-        Returns float32, shape (n_rows, n_features), in nats on the standardized scale; each row
-        sums to its "recon-prob" score. Higher = that feature is more anomalous.
+        Returns float32, shape (n_rows, n_features), in nats; each row sums to its "recon-prob"
+        score. Higher = that feature (an image's pixel) is more anomalous.
         """
-        x = check_array(X, name=name, n_features=self.n_features)
-        return self._run(x, [artifact.FEATURE_TERMS_OUTPUT], chunk_rows)[0]
+        x, c = self._rows(X, name, condition)
+        return self._run(x, [artifact.FEATURE_TERMS_OUTPUT], chunk_rows, c)[0]
+
+    def latent_means(self, X, *, name: str = "X", condition=None,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+        """The encoder's means μ(x) of q(z|x[, c]): float32, shape (n_rows, latent_dim).
+
+        Raises
+        ------
+        ModelArtifactError : a model file written before the graph had this output (re-fit).
+        """
+        if "latent_dim" not in self.metadata:
+            raise ModelArtifactError(f"{self._name}: the model has no latent_mean output; re-fit it with "
+                                     "this vae-anomaly.")
+        x, c = self._rows(X, name, condition)
+        return self._run(x, [artifact.LATENT_OUTPUT], chunk_rows, c)[0]
+
+    def sample(self, n: int, *, condition=None, seed: int = 0) -> np.ndarray:
+        """``n`` rows generated from the prior through the decoder (torch-free): decoder means
+        μ_x(z) at z ~ p(z|c), on the raw scale, float32, shape (n, *input_shape).
+
+        Raises
+        ------
+        InputValidationError : n < 0, or conditions that do not fit the model.
+        ModelArtifactError : the file holds no generation graph.
+        """
+        if n < 0:
+            raise InputValidationError(f"-n: got {n}; expected a number of rows >= 0.")
+        c = conditions.encode(condition, self.condition, n, "sample conditions")
+        noise = np.random.default_rng(seed).standard_normal((n, int(self.metadata["latent_dim"])), dtype=np.float32)
+        session = self._session([artifact.SAMPLE_OUTPUT])
+        feeds = {artifact.NOISE_INPUT: noise, **({} if c is None else {artifact.CONDITION_NAME: c})}
+        out = session.run([artifact.SAMPLE_OUTPUT], feeds)[0] if n else np.empty((0, self.n_features), np.float32)
+        return out.reshape(n, *self.input_shape)
 
     def p_values(self, scores: np.ndarray, *, score: str | None = None) -> np.ndarray:
         """Conformal p-values of scores against the model's calibration scores (float64, (n,))."""
@@ -217,7 +283,7 @@ class Scorer:
 
     def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
                 alpha: float | None = None, name: str = "X", nan_policy: str = "raise",
-                fdr: float | None = None, feature_terms: bool = False,
+                fdr: float | None = None, feature_terms: bool = False, condition=None,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ScoreResult:
         """Score rows, compute their conformal p-values and flag anomalies.
 
@@ -233,6 +299,7 @@ class Scorer:
         fdr : if given, flag by Benjamini–Hochberg over this batch's p-values at this false
             discovery rate instead of by threshold (``threshold`` is then NaN in the result).
         feature_terms : also return the per-feature terms, from the same run of the graph.
+        condition : a conditional model's conditions, one per row (see :meth:`score_samples`).
 
         Returns
         -------
@@ -245,12 +312,13 @@ class Scorer:
         score = self._resolve_score(score)
         if nan_policy not in ("raise", "flag"):
             raise InputValidationError(f"nan_policy: got {nan_policy!r}; expected 'raise' or 'flag'.")
-        x = check_array(X, name=name, n_features=self.n_features, allow_nonfinite=nan_policy == "flag")
+        x, c = self._rows(X, name, condition, allow_nonfinite=nan_policy == "flag")
         bad = ~np.isfinite(x).all(axis=1)
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
         good = x[~bad] if bad.any() else x
+        good_c = c[~bad] if c is not None and bad.any() else c
         outputs = [artifact.SCORE_OUTPUTS[score]] + ([artifact.FEATURE_TERMS_OUTPUT] if feature_terms else [])
-        ran = self._run(good, outputs, chunk_rows)
+        ran = self._run(good, outputs, chunk_rows, good_c)
         scores[~bad] = ran[0]
         terms = None
         if feature_terms:

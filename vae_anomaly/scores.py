@@ -7,7 +7,8 @@ score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
 * reconstruction probability, as a score (An & Cho 2015, "Variational Autoencoder based Anomaly
   Detection using Reconstruction Probability", Alg. 4):  −(1/L) Σ_l log p(x|z_l)
 * negative ELBO (Kingma & Welling 2014, eq. 3 with the closed-form KL of their Appendix B):
-  −(1/L) Σ_l log p(x|z_l) + ½ Σ_k (μ_k² + σ_k² − log σ_k² − 1)
+  −(1/L) Σ_l log p(x|z_l) + ½ Σ_k ((μ_k − m_k)² + σ_k² − log σ_k² − 1), where m = m(c) is the
+  conditional prior's mean (0 for an unconditional model)
 * IWAE estimate of −log p(x) (Burda, Grosse & Salakhutdinov 2016, eq. 8):
   −(logsumexp_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)] − log L)
 * per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j(z_l)), which sum to the
@@ -59,25 +60,36 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor)
     return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
 
 
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_k (μ² + σ² − log σ² − 1) (Kingma & Welling 2014, App. B); (n,)."""
-    return 0.5 * row_sum(mu**2 + torch.exp(logvar) - logvar - 1.0)
+def kl_terms(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Per latent dimension, KL(N(μ, σ²) ‖ N(m, 1)) = ½ ((μ − m)² + σ² − log σ² − 1) (Kingma &
+    Welling 2014, App. B, with the prior mean m of a conditional prior); shape of ``mu``."""
+    return 0.5 * ((mu - prior_mu) ** 2 + torch.exp(logvar) - logvar - 1.0)
 
 
-def training_loss(vae: VAE, xs: torch.Tensor, beta: float) -> torch.Tensor:
-    """Mean over the batch of −log p(x|z) + β KL (one reparameterized sample; β = 1 is the ELBO).
+def training_loss(vae: VAE, xs: torch.Tensor, beta: float, cs: torch.Tensor | None = None,
+                  free_bits: float = 0.0) -> torch.Tensor:
+    """Mean over the batch of −log p(x|z, c) + β KL(q(z|x, c) ‖ p(z|c)) (one reparameterized sample;
+    β = 1 is the ELBO; β-VAE: Higgins et al., ICLR 2017).
 
-    xs : standardized rows, (n, d). Returns a scalar.
+    With ``free_bits`` λ > 0 each latent dimension's batch-mean KL counts as max(λ, KL_k) (Kingma et
+    al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016, eq. 15):
+    below λ nats a dimension pays no KL, which keeps dimensions from collapsing to the prior.
+
+    xs : standardized rows, (n, d); cs : standardized conditions (n, m) or None. Returns a scalar.
     """
-    mu, logvar = vae.encode(xs)
+    mu, logvar = vae.encode(xs, cs)
     eps = torch.randn_like(mu)
-    x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps))
+    x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps), cs)
     recon = -row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
-    return (recon + beta * kl_to_standard_normal(mu, logvar)).mean()
+    kl = kl_terms(mu, logvar, vae.prior_mean(cs))
+    if free_bits > 0:
+        return recon.mean() + beta * torch.clamp(kl.mean(0), min=free_bits).sum()
+    return (recon + beta * row_sum(kl)).mean()
 
 
 class ScoreGraph(nn.Module):
-    """Raw rows (n, d) -> (neg_elbo (n,), recon_prob (n,), iwae (n,), feature_terms (n, d)).
+    """Raw rows (n, d) [and raw conditions (n, m)] -> (neg_elbo (n,), recon_prob (n,), iwae (n,),
+    feature_terms (n, d), latent_mean (n, k)).
 
     Parameters
     ----------
@@ -91,7 +103,7 @@ class ScoreGraph(nn.Module):
         self.register_buffer("eps", eps.to(torch.float32))
         self.register_buffer("log_l", torch.tensor(math.log(eps.shape[0]), dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None):
         """Written for onnxruntime's speed: each decoder layer is one 2-D Gemm over the n·L
         samples, and with a per-feature variance the Gaussian's quadratic form is a MatMul by
         1/σ² (one pass over the (n, L, d) tensor); onnxruntime runs only the nodes an asked-for
@@ -99,10 +111,11 @@ class ScoreGraph(nn.Module):
         vae = self.vae
         n_samples, k = self.eps.shape
         d = vae.arch.n_features
-        xs = vae.standardize(x)                                   # (n, d)
-        mu, logvar = vae.encode(xs)                               # (n, k), (n, k)
+        xs, cs = vae.standardize(x), vae.condition(condition)    # (n, d), (n, m) or None
+        mu, logvar = vae.encode(xs, cs)                           # (n, k), (n, k)
         z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
-        x_mu, x_logvar = vae.decode(z)                            # (n, L, d); (d,) or (n, L, d)
+        cs_l = None if cs is None else cs.unsqueeze(1).expand(-1, n_samples, -1)  # (n, L, m)
+        x_mu, x_logvar = vae.decode(z, cs_l)                      # (n, L, d); (d,) or (n, L, d)
         sq = (xs.unsqueeze(1) - x_mu) ** 2                       # (n, L, d)
         log_scale = torch.log(vae.scale)                          # raw-scale Jacobian, (d,)
         if x_logvar.dim() == 1:                                   # per-feature variance
@@ -111,10 +124,27 @@ class ScoreGraph(nn.Module):
             mahalanobis = row_sum(sq * torch.exp(-x_logvar))
         log_px = -0.5 * (d * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)  # (n, L)
         recon_prob = -row_sum(log_px) / n_samples                 # (n,)
-        neg_elbo = recon_prob + kl_to_standard_normal(mu, logvar)
-        log_pz = -0.5 * (k * LOG_2PI + row_sum(z**2))             # (n, L)
+        prior_mu = vae.prior_mean(cs)                             # (n, k) or 0
+        neg_elbo = recon_prob + row_sum(kl_terms(mu, logvar, prior_mu))
+        z_c = z if cs is None else z - prior_mu.unsqueeze(1)
+        log_pz = -0.5 * (k * LOG_2PI + row_sum(z_c**2))           # (n, L), log p(z_l|c)
         log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
         iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
         nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
         feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
-        return neg_elbo, recon_prob, iwae, feature_terms
+        return neg_elbo, recon_prob, iwae, feature_terms, mu
+
+
+class SampleGraph(nn.Module):
+    """Generation: standard-normal noise (n, k) [and raw conditions (n, m)] -> raw-scale decoder
+    means μ_x(z) (n, d) at z = m(c) + noise, i.e. z drawn from the (conditional) prior."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, noise: torch.Tensor, condition: torch.Tensor | None = None):
+        vae = self.vae
+        cs = vae.condition(condition)
+        z = noise + vae.prior_mean(cs)
+        return vae.decode(z, cs)[0] * vae.scale + vae.loc

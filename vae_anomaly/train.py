@@ -18,11 +18,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import conditions
 from .errors import InputValidationError, ModelArtifactError, TrainingError
 from .io import atomic_write
 from .model import VAE, Architecture, default_architecture
 from .scores import ScoreGraph, training_loss
-from .validation import check_array
+from .validation import check_array, flatten_rows
 
 #: the fewest validation (calibration) rows fit accepts
 MIN_CALIBRATION_ROWS = 5
@@ -42,6 +43,10 @@ class TrainConfig:
     weight_decay : AdamW decoupled weight decay.
     beta : weight of the KL term (β-VAE, Higgins et al. 2017); 1 = the ELBO.
     kl_warmup : epochs over which β rises linearly from 0 (Bowman et al. 2016); 0 = off.
+    free_bits : λ nats per latent dimension below which its batch-mean KL is not penalized
+        (Kingma et al. 2016); 0 = off.
+    arch : "auto" (convolutional for image input (n, H, W) or (n, C, H, W), else MLP), "mlp"
+        (images are flattened) or "conv".
     patience : epochs without a better validation loss before stopping; None = auto (a quarter of
         the epochs, at least 10).
     val_fraction : share of the rows held out for early stopping and calibration.
@@ -65,6 +70,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     beta: float = 1.0
     kl_warmup: int = 0
+    free_bits: float = 0.0
+    arch: str = "auto"
     patience: int | None = None
     val_fraction: float = 0.2
     n_samples: int = 16
@@ -86,12 +93,15 @@ class TrainResult:
     ----------
     graph : ScoreGraph on the CPU, eval mode (the module that is exported).
     x_val : float32 (n_val, d), the validation rows (calibration rows for the conformal p-values).
-    summary : plain-JSON training summary stored in the model metadata.
+    summary : plain-JSON training summary stored in the model metadata (with ``input_shape``, the
+        shape of one input row as given, and ``condition``, the condition spec or None).
+    c_val : float32 (n_val, m), the validation rows' encoded conditions, or None.
     """
 
     graph: ScoreGraph
     x_val: np.ndarray
     summary: dict = field(default_factory=dict)
+    c_val: np.ndarray | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -134,11 +144,24 @@ def auto_epochs(n_train: int, cfg: TrainConfig) -> int:
 
 
 @torch.no_grad()
-def _mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, chunk: int = 8192) -> float:
+def _mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, c: torch.Tensor | None, chunk: int = 8192) -> float:
     total = 0.0
     for start in range(0, x.shape[0], chunk):
-        total += float(graph(x[start : start + chunk])[0].sum())
+        cc = None if c is None else c[start : start + chunk]
+        total += float(graph(x[start : start + chunk], cc)[0].sum())
     return total / x.shape[0]
+
+
+def _image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int, int] | None:
+    """(C, H, W) for a convolutional model of rows of ``shape``, or None for an MLP."""
+    if arch not in ("auto", "mlp", "conv"):
+        raise InputValidationError(f"--arch: got {arch!r}; expected auto, mlp or conv.")
+    if arch == "mlp" or (arch == "auto" and len(shape) <= 1):
+        return None
+    if len(shape) not in (2, 3):
+        raise InputValidationError(f"{name}: --arch conv needs images, (n, H, W) or (n, C, H, W); got rows of "
+                                   f"shape {shape}. Reshape the data, or use --arch mlp.")
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
 
 
 ProgressCallback = Callable[[int, int, float, float], None]
@@ -175,15 +198,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def train(X, *, X_val=None, config: TrainConfig | None = None, progress: ProgressCallback | None = None,
+def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: str = "auto",
+          config: TrainConfig | None = None, progress: ProgressCallback | None = None,
           name: str = "X", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10,
           resume: str | os.PathLike | None = None) -> TrainResult:
     """Fit a VAE on normal rows.
 
     Parameters
     ----------
-    X : array-like, shape (n_rows, n_features), normal rows (any numeric dtype).
+    X : array-like, shape (n_rows, n_features) normal rows (any numeric dtype), or images of shape
+        (n_rows, H, W) or (n_rows, C, H, W).
     X_val : optional separate validation rows; None = a seeded ``config.val_fraction`` of X.
+    condition, condition_val : optional conditions of X's and X_val's rows, which makes the model a
+        conditional VAE: integer ids (n,), one-hot rows (n, K) or numeric context (n, m); see
+        :mod:`vae_anomaly.conditions`. ``condition_kind``: "auto", "categorical" or "numeric".
     config : TrainConfig; None = defaults.
     progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_loss).
     name : how X is named in errors.
@@ -210,20 +238,30 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
                              **({"epochs": cfg.epochs} if cfg.epochs is not None else {})})
     if checkpoint_every < 1:
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
-    x_all = check_array(X, name=name, min_rows=1)
-    fingerprint = hashlib.sha256(x_all.tobytes()).hexdigest()
+    row_shape = tuple(int(v) for v in np.shape(X)[1:])
+    image_shape = _image_shape(row_shape, cfg.arch, name)
+    x_all = check_array(np.reshape(X, (len(X), -1)) if len(row_shape) > 1 else X, name=name, min_rows=1)
+    spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
+    c_all = conditions.encode(condition, spec, len(x_all))
+    fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()
     if state is not None and state["data_sha256"] != fingerprint:
         raise InputValidationError(
             f"{name}: differs from the data the checkpoint {resume} was written for; resume with the "
             "same normal rows, or fit from scratch."
         )
     if X_val is None:
+        if condition_val is not None:
+            raise InputValidationError("validation conditions were given without validation rows (--val).")
         tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)
         x_train, x_val = x_all[tr], x_all[va]
+        c_train, c_val = (None, None) if c_all is None else (c_all[tr], c_all[va])
     else:
-        x_train = x_all
-        x_val = check_array(X_val, name="validation data", n_features=x_all.shape[1],
-                            min_rows=MIN_CALIBRATION_ROWS)
+        x_train, c_train = x_all, c_all
+        x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
+                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS)
+        c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
+    if not (cfg.free_bits >= 0 and math.isfinite(cfg.free_bits)):
+        raise InputValidationError(f"--free-bits: got {cfg.free_bits}; expected a number of nats >= 0, e.g. 0.1.")
     for label, value in (("epochs", cfg.epochs), ("latent_dim", cfg.latent_dim), ("batch_size", cfg.batch_size)):
         if value is not None and value < 1:
             raise InputValidationError(f"--{label.replace('_', '-')}: got {value}; expected an integer >= 1.")
@@ -237,13 +275,19 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
 
     loc, scale = standardization(x_train)
     arch: Architecture = default_architecture(x_all.shape[1], cfg.latent_dim, min_variance=cfg.min_variance,
-                                              decoder_variance=cfg.decoder_variance)
-    vae = VAE(arch, loc, scale)
+                                              decoder_variance=cfg.decoder_variance, image_shape=image_shape,
+                                              condition_dim=conditions.width(spec))
+    c_loc = c_scale = None
+    if spec is not None and spec["kind"] == "numeric":
+        c_loc, c_scale = standardization(c_train)
+    vae = VAE(arch, loc, scale, c_loc, c_scale)
     eps = torch.randn((cfg.n_samples, arch.latent_dim), generator=torch.Generator().manual_seed(cfg.seed + 1))
     graph = ScoreGraph(vae, eps).to(device)
 
-    xt = vae.standardize(torch.as_tensor(x_train)).to(device)
+    xt = vae.standardize(torch.as_tensor(x_train).to(device))
     xv = torch.as_tensor(x_val).to(device)
+    ct = None if c_train is None else vae.condition(torch.as_tensor(c_train).to(device))
+    cv = None if c_val is None else torch.as_tensor(c_val).to(device)
     n = xt.shape[0]
     max_epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(n, cfg)
     patience = cfg.patience if cfg.patience is not None else max(10, max_epochs // 4)
@@ -265,9 +309,10 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
         perm = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for start in range(0, n, cfg.batch_size):
-            batch = xt[perm[start : start + cfg.batch_size]]
+            idx = perm[start : start + cfg.batch_size]
+            batch = xt[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = step_loss(vae, batch, beta)
+                loss = step_loss(vae, batch, beta, None if ct is None else ct[idx], cfg.free_bits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -279,7 +324,7 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
                 "Check the data for extreme values or lower the learning rate."
             )
         vae.eval()
-        val = _mean_neg_elbo(graph, xv)
+        val = _mean_neg_elbo(graph, xv, cv)
         if not math.isfinite(val):
             raise TrainingError(
                 f"validation negative ELBO became {val} at epoch {epoch}; no model was written. "
@@ -317,5 +362,7 @@ def train(X, *, X_val=None, config: TrainConfig | None = None, progress: Progres
         "architecture": asdict(arch),
         "data_sha256": fingerprint,
         "resumed_from_epoch": None if state is None else first_epoch - 1,
+        "input_shape": list(row_shape),
+        "condition": spec,
     }
-    return TrainResult(graph=graph, x_val=x_val, summary=summary)
+    return TrainResult(graph=graph, x_val=x_val, summary=summary, c_val=c_val)

@@ -80,3 +80,25 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
                 "expected |x| < 3.4e38. Rescale those columns."
             )
     return out
+
+
+def flatten_rows(X, row_shape: tuple[int, ...] | None, *, name: str = "X"):
+    """Rows given as images, (n, *row_shape) with a row_shape of 2 or 3 dims, -> (n, prod(row_shape)).
+
+    Anything else is returned as is, for :func:`check_array` to judge.
+
+    Raises
+    ------
+    InputValidationError : images of another shape than ``row_shape``.
+    """
+    if row_shape is None or len(row_shape) < 2:
+        return X
+    arr = np.asarray(X)
+    if arr.ndim == 1 + len(row_shape):
+        if tuple(arr.shape[1:]) != tuple(row_shape):
+            raise InputValidationError(
+                f"{name}: images of shape {tuple(arr.shape[1:])}; the model was fitted on images of shape "
+                f"{tuple(row_shape)}. Resize them, or score rows flattened to {int(np.prod(row_shape))} values."
+            )
+        return arr.reshape(arr.shape[0], -1)
+    return arr
