@@ -61,7 +61,7 @@ def test_plain_onnxruntime_runs_the_file(model_path, cardio):
     meta = json.loads(sess.get_modelmeta().custom_metadata_map[METADATA_KEY])
     assert meta["n_features"] == cardio[1].shape[1]
     out = sess.run(None, {"x": cardio[1][:5].astype(np.float32)})
-    assert out[0].shape == (5,) and out[3].shape == (5, meta["n_features"])
+    assert out[0].shape == (5,) and out[3].shape == (5, meta["n_features"]) and out[4].shape == (5, meta["latent_dim"])
 
 
 def test_metadata_holds_sorted_calibration_scores_of_the_validation_rows(model_path, trained):
