@@ -290,3 +290,51 @@ def test_free_bits_keep_latent_dimensions_from_collapsing(cardio):
 def test_free_bits_must_be_non_negative(cardio):
     with pytest.raises(InputValidationError, match="--free-bits"):
         train(cardio[0], config=TrainConfig(epochs=1, free_bits=-1.0, device="cpu"))
+
+
+def test_http_service_scores_a_conditional_model_with_json_conditions(context_models):
+    import json
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    pytest.importorskip("fastapi")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vae_anomaly.cli.main", "serve", "-m",
+                             str(context_models["conditional"]), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def post(body):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        rows = np.load(context_models["conditional"].parent / "X.npy")[:20]
+        c = np.load(context_models["conditional"].parent / "c.npy")[:20]
+        status, body = post({"rows": rows.tolist(), "condition": c.tolist()})
+        assert status == 200
+        expected = Scorer(context_models["conditional"]).score_samples(rows, condition=c)
+        np.testing.assert_array_equal(np.asarray(body["scores"], dtype=np.float32), expected)
+        status, body = post({"rows": rows.tolist()})
+        assert status == 422 and "conditional" in body["error"]
+        status, body = post({"rows": rows.tolist(), "condition": [[0], [1, 2]] + [[0]] * 18})
+        assert status == 422 and "different lengths" in body["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -25,7 +25,11 @@ KINDS = ("auto", "categorical", "numeric")
 
 
 def _as_numbers(C, name: str) -> np.ndarray:
-    arr = np.asarray(C)
+    try:
+        arr = np.asarray(C)
+    except ValueError:  # ragged nested lists
+        raise InputValidationError(f"{name}: conditions have rows of different lengths; expected one id or "
+                                   "one vector of the same size per row.") from None
     if arr.dtype.hasobject or arr.dtype.kind not in NUMERIC_KINDS:
         raise InputValidationError(f"{name}: conditions have dtype {arr.dtype}; expected numbers "
                                    "(integer category ids, one-hot rows or a numeric context vector).")

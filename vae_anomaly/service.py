@@ -98,7 +98,7 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
             raise HTTPError(400, "malformed", f"request body: not valid JSON ({e}).") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
             raise HTTPError(400, "malformed", 'request body: expected a JSON object {"rows": [[...], ...]}.')
-        options.update({k: doc[k] for k in ("alpha", "threshold", "score") if k in doc})
+        options.update({k: doc[k] for k in ("alpha", "threshold", "score", "condition") if k in doc})
         rows = doc["rows"]
         if len(rows) > max_rows:
             raise HTTPError(413, "too_large", f"request body: {len(rows)} rows; the limit is {max_rows}.")
@@ -155,7 +155,9 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         "application/json": {"schema": {"type": "object", "required": ["rows"], "properties": {
             "rows": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
             "alpha": {"type": "number"}, "threshold": {"oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "number"}]},
-            "score": {"type": "string", "enum": ["neg-elbo", "recon-prob", "iwae"]}}}},
+            "score": {"type": "string", "enum": ["neg-elbo", "recon-prob", "iwae"]},
+            "condition": {"type": "array", "description": "a conditional model's condition per row: "
+                                                          "category ids, one-hot rows or numeric context rows"}}}},
         "text/csv": {"schema": {"type": "string"}},
         "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}}})
     async def score(request: Request) -> JSONResponse:
@@ -183,7 +185,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
                 raise HTTPError(400, "malformed", "threshold: expected 'auto' or a number; alpha: a number.") from None
             try:
                 result = await run_in_threadpool(scorer.predict, X, score=options.get("score"), threshold=threshold,
-                                                 alpha=alpha, name="request rows")
+                                                 alpha=alpha, name="request rows", condition=options.get("condition"))
             except InputValidationError as e:
                 raise HTTPError(422, "invalid_rows", str(e)) from None
         except HTTPError as e:
