@@ -215,3 +215,13 @@ def test_unknown_precision_and_batch_size_are_refused(cardio):
         train(cardio[0], config=TrainConfig(epochs=1, precision="fp8", device="cpu"))
     with pytest.raises(InputValidationError, match="--batch-size"):
         train(cardio[0], config=TrainConfig(epochs=1, batch_size=0, device="cpu"))
+
+
+def test_hidden_widths_override_the_default_rule(cardio):
+    from vae_anomaly.train import TrainConfig, train
+
+    result = train(cardio[0][:300], config=TrainConfig(epochs=1, hidden=(32, 16, 8), device="cpu"))
+    assert tuple(result.summary["architecture"]["hidden"]) == (32, 16, 8)
+    assert [m.out_features for m in result.graph.vae.encoder if hasattr(m, "out_features")] == [32, 16, 8]
+    with pytest.raises(InputValidationError, match="hidden"):
+        train(cardio[0], config=TrainConfig(epochs=1, hidden=(0,), device="cpu"))

@@ -59,7 +59,7 @@ class Architecture:
 
 def default_architecture(n_features: int, latent_dim: int | None = None, *, min_variance: float = 0.01,
                          decoder_variance: str = "feature", image_shape: tuple[int, int, int] | None = None,
-                         condition_dim: int = 0) -> Architecture:
+                         condition_dim: int = 0, hidden: tuple[int, ...] | None = None) -> Architecture:
     """Default sizes as functions of n_features d.
 
     Two hidden layers of width 2d rounded up to a power of two within [64, 256]; latent size
@@ -70,15 +70,17 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
     variance), a floor of 0.1 and a shorter schedule both scored lower.
 
     With ``image_shape`` (C, H, W) the architecture is convolutional ("conv"): the same latent
-    size rule, one fully connected layer of the same width after the convolutions.
+    size rule, one fully connected layer of the same width after the convolutions. ``hidden``
+    overrides the widths (e.g. (256, 256, 256); the decoder mirrors them).
     """
     if decoder_variance not in ("feature", "row"):
         raise ValueError(f"decoder_variance: got {decoder_variance!r}; expected 'feature' or 'row'.")
     if image_shape is not None and decoder_variance != "feature":
         raise ValueError("decoder_variance: the convolutional VAE supports only 'feature'.")
     width = int(min(256, max(64, 2 ** math.ceil(math.log2(max(2 * n_features, 1))))))
+    hidden = (width, width) if hidden is None else tuple(int(h) for h in hidden)
     k = latent_dim if latent_dim is not None else int(min(16, max(2, math.ceil(n_features / 4))))
-    return Architecture(n_features=n_features, latent_dim=k, hidden=(width, width), min_variance=min_variance,
+    return Architecture(n_features=n_features, latent_dim=k, hidden=hidden, min_variance=min_variance,
                         decoder_variance=decoder_variance, kind="mlp" if image_shape is None else "conv",
                         image_shape=None if image_shape is None else tuple(image_shape),
                         condition_dim=condition_dim)

@@ -38,6 +38,8 @@ class TrainConfig:
     epochs : maximum epochs; None = auto, enough epochs for about ``target_steps`` gradient steps
         (at least ``min_epochs``, at most 2000).
     latent_dim : latent size k; None = ceil(d/4) within [2, 16].
+    hidden : widths of the encoder's hidden layers, e.g. (256, 256, 256) (the decoder mirrors
+        them); None = the default rule of :func:`~vae_anomaly.model.default_architecture`.
     batch_size : rows per gradient step.
     lr : Adam learning rate.
     weight_decay : AdamW decoupled weight decay.
@@ -65,6 +67,7 @@ class TrainConfig:
 
     epochs: int | None = None
     latent_dim: int | None = None
+    hidden: tuple[int, ...] | None = None
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -261,6 +264,8 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
                             n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS)
         c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
+    if cfg.hidden is not None and (len(cfg.hidden) == 0 or any(int(h) != h or h < 1 for h in cfg.hidden)):
+        raise InputValidationError(f"hidden: got {cfg.hidden!r}; expected layer widths >= 1, e.g. (256, 256).")
     if not (cfg.free_bits >= 0 and math.isfinite(cfg.free_bits)):
         raise InputValidationError(f"--free-bits: got {cfg.free_bits}; expected a number of nats >= 0, e.g. 0.1.")
     for label, value in (("epochs", cfg.epochs), ("latent_dim", cfg.latent_dim), ("batch_size", cfg.batch_size)):
@@ -277,7 +282,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     loc, scale = standardization(x_train)
     arch: Architecture = default_architecture(x_all.shape[1], cfg.latent_dim, min_variance=cfg.min_variance,
                                               decoder_variance=cfg.decoder_variance, image_shape=image_shape,
-                                              condition_dim=conditions.width(spec))
+                                              condition_dim=conditions.width(spec), hidden=cfg.hidden)
     c_loc = c_scale = None
     if spec is not None and spec["kind"] == "numeric":
         c_loc, c_scale = standardization(c_train)
