@@ -28,7 +28,6 @@ from vae_anomaly.calibration import check_alpha
 from vae_anomaly.errors import InputValidationError, OutputWriteError, VaeAnomalyError
 from vae_anomaly.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
                             read_matrix)
-from vae_anomaly.validation import check_array, flatten_rows
 
 app = typer.Typer(
     name="vae-anomaly",
@@ -273,8 +272,7 @@ def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = ScoreWriter(f, fmt, top_features=features > 0)
         for raw in iter_matrix_chunks(new_file, chunk_rows):
-            x = check_array(flatten_rows(raw, scorer.input_shape, name=str(new_file)), name=str(new_file),
-                            n_features=scorer.n_features, allow_nonfinite=nan_policy == "flag", first_row=done)
+            x = scorer.check_rows(raw, name=str(new_file), allow_nonfinite=nan_policy == "flag", first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
                                  nan_policy=nan_policy, feature_terms=features > 0,
                                  condition=None if conds is None else conds[done : done + x.shape[0]])
@@ -392,8 +390,7 @@ def report(
 
         check_output_folder(output)
         scorer = Scorer(model)
-        x = check_array(flatten_rows(read_matrix(new_file), scorer.input_shape, name=str(new_file)),
-                        name=str(new_file), n_features=scorer.n_features)
+        x = scorer.check_rows(read_matrix(new_file), name=str(new_file))
         y = read_matrix(labels).ravel() if labels is not None else None
         write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
                      condition=read_matrix(condition) if condition is not None else None)

@@ -11,7 +11,6 @@ from . import __version__, artifact, conditions
 from .calibration import calibration_entries, check_alpha, threshold_for_target, threshold_metrics
 from .errors import InputValidationError
 from .scorer import Scorer
-from .validation import check_array, flatten_rows
 
 
 def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float | None = None, target: str = "fpr",
@@ -40,8 +39,7 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
     InputValidationError : bad rows or labels, too few normal rows. ModelArtifactError : bad model.
     """
     scorer = Scorer(model_path)
-    x = check_array(flatten_rows(X, scorer.input_shape, name=name), name=name, n_features=scorer.n_features,
-                    min_rows=1)
+    x = scorer.check_rows(X, name=name, min_rows=1)
     c = conditions.encode(condition, scorer.condition, x.shape[0], f"{name} conditions")
     y = None
     if labels is not None:

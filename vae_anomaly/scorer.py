@@ -142,11 +142,23 @@ class Scorer:
     def _inputs(self) -> list[str]:
         return [artifact.INPUT_NAME] + ([artifact.CONDITION_NAME] if self.condition else [])
 
+    def check_rows(self, X, *, name: str = "X", allow_nonfinite: bool = False, first_row: int = 0,
+                   min_rows: int = 0) -> np.ndarray:
+        """Rows this model can score: float32, C-ordered, shape (n_rows, n_features); images given as
+        (n_rows, *input_shape) are flattened. The other arguments are those of
+        :func:`~vae_anomaly.validation.check_array`.
+
+        Raises
+        ------
+        InputValidationError : not numeric, wrong shape or column count, NaN/inf (unless allowed).
+        """
+        return check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
+                           allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows)
+
     def _rows(self, X, name: str, condition=None, *, allow_nonfinite: bool = False
               ) -> tuple[np.ndarray, np.ndarray | None]:
         """Validated graph inputs: rows float32 (n, n_features) and encoded conditions or None."""
-        x = check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
-                        allow_nonfinite=allow_nonfinite)
+        x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite)
         return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
 
     @property

@@ -243,8 +243,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
     row_shape = tuple(int(v) for v in np.shape(X)[1:])
     image_shape = _image_shape(row_shape, cfg.arch, name)
-    x_all = check_array(np.reshape(X, (len(X), int(np.prod(row_shape)))) if len(row_shape) > 1 else X, name=name,
-                        min_rows=1)
+    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1)
     spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
     c_all = conditions.encode(condition, spec, len(x_all))
     fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()

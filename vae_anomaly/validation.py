@@ -100,5 +100,5 @@ def flatten_rows(X, row_shape: tuple[int, ...] | None, *, name: str = "X"):
                 f"{name}: images of shape {tuple(arr.shape[1:])}; the model was fitted on images of shape "
                 f"{tuple(row_shape)}. Resize them, or score rows flattened to {int(np.prod(row_shape))} values."
             )
-        return arr.reshape(arr.shape[0], -1)
+        return arr.reshape(arr.shape[0], int(np.prod(row_shape)))  # explicit width: 0 rows reshape too
     return arr
