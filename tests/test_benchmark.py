@@ -47,6 +47,23 @@ def test_benchmark_records_follow_the_schema(tmp_path):
     json.dumps(report)  # plain JSON
 
 
+def test_parallel_jobs_keep_the_serial_records(tmp_path):
+    pytest.importorskip("torch")
+    data = [("breastw", bundled_path("breastw")), ("wbc", tmp_path / "wbc.npz")]
+    X, y = np.load(bundled_path("breastw"))["X"][:200], np.load(bundled_path("breastw"))["y"][:200]
+    np.savez(data[1][1], X=X[:, ::-1], y=y)
+    kw = dict(methods=["vae", "iforest", "knn"], seeds=2, epochs=2)
+    serial, parallel = run_benchmark(data, **kw)["results"], run_benchmark(data, jobs=2, **kw)["results"]
+    key = [(r["dataset"], r["seed"], r["method"]) for r in serial]
+    assert key == [(r["dataset"], r["seed"], r["method"]) for r in parallel] and len(set(key)) == 2 * 2 * 3
+    for a, b in zip(serial, parallel):
+        assert (a["n_train"], a["n_test"]) == (b["n_train"], b["n_test"])
+        if a["method"] != "vae":  # the baselines are single-threaded: identical
+            assert a["roc_auc"] == b["roc_auc"]
+    with pytest.raises(InputValidationError, match="jobs"):
+        run_benchmark(data, jobs=0, **kw)
+
+
 def test_mean_ranks_average_ties():
     np.testing.assert_allclose(mean_ranks(np.array([[0.9, 0.8, 0.8], [0.5, 0.7, 0.6]])), [2.0, 1.75, 2.25])
 
