@@ -153,6 +153,17 @@ def _parse_threshold(value: str) -> str | float:
         raise typer.BadParameter(f"got {value!r}; expected 'auto' or a number.") from None
 
 
+def _widths(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """'128,128' -> (128, 128); None -> None. Raises InputValidationError for anything else."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise InputValidationError(f"--hidden: got {text!r}; expected comma-separated layer widths, "
+                                   "e.g. 128,128.") from None
+
+
 def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: float, quiet: bool,
              checkpoint: Optional[Path] = None, checkpoint_every: int = 10, resume: Optional[Path] = None,
              condition: Optional[Path] = None, val_condition: Optional[Path] = None, condition_kind: str = "auto",
@@ -207,6 +218,9 @@ def fit(
     val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = 0.2,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto from the data size).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Latent size (default: ceil(d/4) in [2, 16]).")] = None,
+    hidden: Annotated[Optional[str], typer.Option(
+        help="Hidden layer widths, comma-separated (default 256,256,256 for tables); smaller models, "
+             "e.g. 128,128, score faster.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = 0,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = 128,
@@ -236,7 +250,7 @@ def fit(
     with _errors():
         fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
-                 epochs=epochs, latent_dim=latent_dim, seed=seed, device=device.value, beta=beta,
+                 epochs=epochs, latent_dim=latent_dim, hidden=_widths(hidden), seed=seed, device=device.value, beta=beta,
                  kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
                  free_bits=free_bits, arch=arch.value, condition=condition, val_condition=val_condition,
                  condition_kind=condition_kind.value)

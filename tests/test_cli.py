@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from vae_anomaly import Scorer
 from vae_anomaly.datasets import bundled_path, load_labelled, semi_supervised_split
 
 pytest.importorskip("torch")
@@ -93,6 +94,7 @@ def test_score_path_never_imports_torch(work):
     (None, ["score", "test.npy", "-o", "no/such/dir/out.csv"], 5, "does not exist"),
     (None, ["score", "test.npy", "--threshold", "high"], 2, "auto"),
     (None, ["fit", "normal.npy", "-o", "no/such/dir/m.onnx"], 5, "does not exist"),
+    (None, ["fit", "normal.npy", "--hidden", "128,x", "-o", "h.onnx"], 3, "--hidden: got '128,x'"),
 ])
 def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, setup, args, code, message):
     if setup:
@@ -103,6 +105,12 @@ def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, setup, args,
     if code != 2:
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (work / "no").exists()
+
+
+def test_fit_takes_the_hidden_layer_widths(work):
+    r = run("fit", "normal.npy", "--hidden", "32,16", "--epochs", "2", "--quiet", "-o", "small.onnx", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert Scorer(work / "small.onnx").metadata["training"]["architecture"]["hidden"] == [32, 16]
 
 
 def test_failed_refit_leaves_the_existing_model_untouched(work):

@@ -47,7 +47,8 @@ def test_estimator_passes_scikit_learns_checks():
     from vae_anomaly.detector import EXPECTED_FAILED_CHECKS, VAEAnomalyDetector
 
     assert len(EXPECTED_FAILED_CHECKS) <= 3 and all(EXPECTED_FAILED_CHECKS.values())
-    check_estimator(VAEAnomalyDetector(epochs=2, device="cpu"), expected_failed_checks=EXPECTED_FAILED_CHECKS)
+    check_estimator(VAEAnomalyDetector(epochs=2, hidden=(32, 32), device="cpu"),
+                    expected_failed_checks=EXPECTED_FAILED_CHECKS)
 
 
 def test_estimator_in_pipeline_and_grid_search_and_saved_as_onnx(tmp_path, cardio):
@@ -65,7 +66,8 @@ def test_estimator_in_pipeline_and_grid_search_and_saved_as_onnx(tmp_path, cardi
     X = np.vstack([X_train[:300], X_test[y_test == 1][:60]])
     inlier = np.r_[np.ones(300, int), np.zeros(60, int)]  # decision_function: higher = inlier
     folds = StratifiedKFold(2, shuffle=True, random_state=0)
-    grid = GridSearchCV(VAEAnomalyDetector(epochs=3), {"latent_dim": [2, 4]}, cv=folds, scoring="roc_auc").fit(X, inlier)
+    grid = GridSearchCV(VAEAnomalyDetector(epochs=3), {"latent_dim": [2, 4], "hidden": [(32, 32)]}, cv=folds,
+                        scoring="roc_auc").fit(X, inlier)
     assert grid.best_params_["latent_dim"] in (2, 4) and np.isfinite(grid.cv_results_["mean_test_score"]).all()
 
     est = VAEAnomalyDetector(epochs=5, alpha=0.05).fit(X_train)

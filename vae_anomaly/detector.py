@@ -39,6 +39,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     ----------
     epochs : int or None, maximum training epochs; None = auto from the data size.
     latent_dim : int or None, latent size; None = ceil(d/4) within [2, 16].
+    hidden : tuple of int or None, hidden layer widths (the decoder mirrors them); None = (256, 256, 256).
     alpha : float in (0, 1), false-alarm rate that sets ``offset_`` when ``contamination`` is
         "auto": rows whose conformal p-value is <= alpha are predicted -1 (with fewer than
         1/alpha − 1 calibration rows: those beyond every calibration row, see ``_offset_from_alpha``).
@@ -62,6 +63,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "epochs": [Interval(Integral, 1, None, closed="left"), None],
         "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden": [tuple, list, None],
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "score_type": [StrOptions(set(artifact.SCORE_OUTPUTS))],
@@ -69,10 +71,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu", "cuda"})],
     }
 
-    def __init__(self, epochs=None, latent_dim=None, alpha=0.01, contamination="auto", score_type="neg-elbo",
-                 random_state=0, device="auto"):
+    def __init__(self, epochs=None, latent_dim=None, hidden=None, alpha=0.01, contamination="auto",
+                 score_type="neg-elbo", random_state=0, device="auto"):
         self.epochs = epochs
         self.latent_dim = latent_dim
+        self.hidden = hidden
         self.alpha = alpha
         self.contamination = contamination
         self.score_type = score_type
@@ -86,7 +89,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
         self._validate_params()
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=6)
-        cfg = TrainConfig(epochs=self.epochs, latent_dim=self.latent_dim, seed=self.random_state, device=self.device)
+        cfg = TrainConfig(epochs=self.epochs, latent_dim=self.latent_dim, seed=self.random_state, device=self.device,
+                          hidden=None if self.hidden is None else tuple(self.hidden))
         self.model_bytes_, _ = build_model(train(X, config=cfg), alpha=self.alpha, default_score=self.score_type)
         self._scorer = Scorer.from_bytes(self.model_bytes_)
         if self.contamination == "auto":
