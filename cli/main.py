@@ -250,8 +250,8 @@ def fit(
     with _errors():
         fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
-                 epochs=epochs, latent_dim=latent_dim, hidden=_widths(hidden), seed=seed, device=device.value, beta=beta,
-                 kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
+                 epochs=epochs, latent_dim=latent_dim, hidden=_widths(hidden), seed=seed, device=device.value,
+                 beta=beta, kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
                  free_bits=free_bits, arch=arch.value, condition=condition, val_condition=val_condition,
                  condition_kind=condition_kind.value)
 
