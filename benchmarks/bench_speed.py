@@ -33,7 +33,6 @@ import torch
 
 from vae_anomaly import Scorer
 from vae_anomaly.export import export_model
-from vae_anomaly.model import default_architecture
 from vae_anomaly.train import TrainConfig, train
 
 # VmHWM (peak resident set of this process image); ru_maxrss would carry the parent's peak over exec
@@ -99,7 +98,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=3, seed=0, device="cpu", patience=100, hidden=hidden)
     result = train(X, config=cfg)
     export_model(result, tmp / "model.onnx")
-    arch = default_architecture(d, hidden=hidden)
+    arch = result.graph.vae.arch  # the layers train chose: one source for every peer below
     ours_epoch = result.summary["seconds"] / result.summary["epochs_run"]
     scorer = Scorer(tmp / "model.onnx")
     L = result.graph.eps.shape[0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vae_anomaly.benchmark import find_datasets, mean_ranks, run_benchmark, split, to_markdown
-from vae_anomaly.datasets import bundled_path
+from vae_anomaly.datasets import bundled_path, load_labelled
 from vae_anomaly.errors import InputValidationError
 
 RECORD_KEYS = {"dataset", "method", "seed", "roc_auc", "average_precision", "fit_seconds", "score_seconds",
@@ -50,8 +50,8 @@ def test_benchmark_records_follow_the_schema(tmp_path):
 def test_parallel_jobs_keep_the_serial_records(tmp_path):
     pytest.importorskip("torch")
     data = [("breastw", bundled_path("breastw")), ("wbc", tmp_path / "wbc.npz")]
-    X, y = np.load(bundled_path("breastw"))["X"][:200], np.load(bundled_path("breastw"))["y"][:200]
-    np.savez(data[1][1], X=X[:, ::-1], y=y)
+    X, y = load_labelled(bundled_path("breastw"))
+    np.savez(data[1][1], X=X[:200, ::-1], y=y[:200])
     kw = dict(methods=["vae", "iforest", "knn"], seeds=2, epochs=2)
     serial, parallel = run_benchmark(data, **kw)["results"], run_benchmark(data, jobs=2, **kw)["results"]
     key = [(r["dataset"], r["seed"], r["method"]) for r in serial]
