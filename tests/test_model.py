@@ -164,6 +164,23 @@ def test_training_is_seeded(cardio):
         assert torch.equal(va, vb), ka
 
 
+@pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 200_000])
+def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
+    """The fewest epochs reaching about target_steps gradient steps, within [min_epochs, 2000]."""
+    from vae_anomaly.train import TrainConfig, auto_epochs
+
+    cfg = TrainConfig()
+    steps_per_epoch = -(-n_train // cfg.batch_size)
+    epochs = auto_epochs(n_train, cfg)
+    assert cfg.min_epochs <= epochs <= 2000
+    if epochs < 2000:  # the budget is reached ...
+        assert epochs * steps_per_epoch >= cfg.target_steps
+    if epochs > cfg.min_epochs:  # ... and not by more than one epoch
+        assert (epochs - 1) * steps_per_epoch < cfg.target_steps
+    if n_train > cfg.batch_size * cfg.target_steps / cfg.min_epochs:  # large data get min_epochs passes
+        assert epochs == cfg.min_epochs
+
+
 @pytest.mark.parametrize("n_features", [1, 3, 7, 40])
 def test_batch_invariance_holds_for_any_width(n_features, tmp_path, rng):
     """Bit-identical scores whatever the chunk size, for widths that are not SIMD multiples."""
