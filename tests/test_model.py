@@ -164,20 +164,24 @@ def test_training_is_seeded(cardio):
         assert torch.equal(va, vb), ka
 
 
-@pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 200_000])
+@pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 20_000, 30_000, 200_000, 3_000_000])
 def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
-    """The fewest epochs reaching about target_steps gradient steps, within [min_epochs, 2000]."""
+    """The fewest epochs reaching about target_steps steps, within [min_epochs, 2000], capped by max_steps."""
     from vae_anomaly.train import TrainConfig, auto_epochs
 
     cfg = TrainConfig()
     steps_per_epoch = -(-n_train // cfg.batch_size)
     epochs = auto_epochs(n_train, cfg)
-    assert cfg.min_epochs <= epochs <= 2000
+    assert 1 <= epochs <= 2000
+    steps = epochs * steps_per_epoch
     if epochs < 2000:  # the budget is reached ...
-        assert epochs * steps_per_epoch >= cfg.target_steps
+        assert steps >= min(cfg.target_steps, cfg.max_steps)
     if epochs > cfg.min_epochs:  # ... and not by more than one epoch
         assert (epochs - 1) * steps_per_epoch < cfg.target_steps
-    if n_train > cfg.batch_size * cfg.target_steps / cfg.min_epochs:  # large data get min_epochs passes
+    assert (epochs - 1) * steps_per_epoch < cfg.max_steps  # never a whole epoch past max_steps
+    if epochs < cfg.min_epochs:  # fewer epochs than the floor only where the floor would pass max_steps
+        assert cfg.min_epochs * steps_per_epoch > cfg.max_steps
+    elif n_train > cfg.batch_size * cfg.target_steps / cfg.min_epochs:  # large data get min_epochs passes
         assert epochs == cfg.min_epochs
 
 

@@ -36,7 +36,7 @@ class TrainConfig:
     Attributes
     ----------
     epochs : maximum epochs; None = auto, enough epochs for about ``target_steps`` gradient steps
-        (at least ``min_epochs``, at most 2000).
+        (at least ``min_epochs``, at most 2000, and no more than needed to pass ``max_steps``).
     latent_dim : latent size k; None = ceil(d/4) within [2, 16].
     hidden : widths of the encoder's hidden layers, e.g. (256, 256, 256) (the decoder mirrors
         them); None = the default rule of :func:`~vae_anomaly.model.default_architecture`.
@@ -62,9 +62,11 @@ class TrainConfig:
         graph are always float32.
     compile : run the training step through ``torch.compile`` (pays a one-off compile, tens of
         seconds, for faster steps on large data; needs a C++ compiler on the CPU).
-    target_steps, min_epochs : the auto epoch budget (see ``auto_epochs``). With 100 epochs at the
-        least, training sets of more than ~10,000 rows get more than 8,000 steps, which raised the
-        largest benchmark datasets' ROC-AUC (README, "How the defaults were chosen").
+    target_steps, min_epochs, max_steps : the auto epoch budget (see ``auto_epochs``). With 100
+        epochs at the least, training sets of more than ~10,000 rows get more than 8,000 steps, which
+        raised the largest benchmark datasets' ROC-AUC (README, "How the defaults were chosen");
+        ``max_steps`` stops that floor from growing with the data: training sets of more than
+        25,600 rows (batch 128) get fewer than 100 epochs, about 20,000 steps in all.
     """
 
     epochs: int | None = None
@@ -88,6 +90,7 @@ class TrainConfig:
     compile: bool = False
     target_steps: int = 8000
     min_epochs: int = 100
+    max_steps: int = 20000
 
 
 @dataclass
@@ -143,9 +146,15 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auto_epochs(n_train: int, cfg: TrainConfig) -> int:
-    """Epochs for about cfg.target_steps gradient steps, within [cfg.min_epochs, 2000]."""
+    """Epochs for about cfg.target_steps gradient steps, at least cfg.min_epochs, at most 2000.
+
+    The floor of min_epochs gives large training sets more steps than target_steps, but no more
+    epochs than the fewest that reach cfg.max_steps steps, so the budget stops growing with the
+    rows (at least one epoch).
+    """
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    return int(min(2000, max(cfg.min_epochs, math.ceil(cfg.target_steps / steps_per_epoch))))
+    epochs = max(cfg.min_epochs, math.ceil(cfg.target_steps / steps_per_epoch))
+    return int(min(2000, epochs, max(1, math.ceil(cfg.max_steps / steps_per_epoch))))
 
 
 @torch.no_grad()
