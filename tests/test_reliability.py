@@ -212,7 +212,9 @@ def _fit_in_background(workdir, *extra):
     np.save(workdir / "normal.npy", np.tile(np.load(workdir / "ok.npy"), (20, 1)))
     return subprocess.Popen(CLI + ["fit", "normal.npy", "-o", "model.onnx", "--epochs", "100000", "--quiet",
                                    "--checkpoint", "ck.pt", "--checkpoint-every", "1", *extra],
-                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job ignores SIGINT, and children inherit that: undo it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(path, proc, seconds=120):
