@@ -241,6 +241,26 @@ def test_killed_fit_leaves_the_previous_model_scoring_identically(workdir, sig, 
     assert subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout == ref
 
 
+def test_interrupt_during_a_checkpoint_write_is_raised_after_it(tmp_path, monkeypatch):
+    """Ctrl-C inside torch.save's zip writer would surface as a RuntimeError; it is held until the write ends."""
+    import torch
+
+    from vae_anomaly.train import load_checkpoint, save_checkpoint
+
+    real_save = torch.save
+
+    def interrupted_save(obj, f):
+        signal.raise_signal(signal.SIGINT)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    state = {"format": "vae-anomaly-checkpoint/1", "w": torch.arange(5.0)}
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ck.pt", state)
+    assert torch.equal(load_checkpoint(tmp_path / "ck.pt")["w"], state["w"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_equals_an_uninterrupted_run(cardio, tmp_path):
     from vae_anomaly.train import TrainConfig, train
 

@@ -10,6 +10,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,9 +187,27 @@ CHECKPOINT_FORMAT = "vae-anomaly-checkpoint/1"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write a checkpoint (tensors and plain values only) atomically with torch.save."""
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    """Write a checkpoint (tensors and plain values only) atomically with torch.save.
+
+    In the main thread, SIGINT and SIGTERM that arrive during the write are held and re-raised
+    after it: raised inside torch.save's zip writer they surface as a RuntimeError, not as the
+    interrupt they are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        with atomic_write(path) as f:
+            torch.save(state, f)
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not None}
+    try:
+        with atomic_write(path) as f:
+            torch.save(state, f)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        signal.raise_signal(held[0])
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
