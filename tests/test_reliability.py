@@ -255,10 +255,14 @@ def test_interrupt_during_a_checkpoint_write_is_raised_after_it(tmp_path, monkey
 
     monkeypatch.setattr(torch, "save", interrupted_save)
     state = {"format": "vae-anomaly-checkpoint/1", "w": torch.arange(5.0)}
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path / "ck.pt", state)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground process
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(tmp_path / "ck.pt", state)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert torch.equal(load_checkpoint(tmp_path / "ck.pt")["w"], state["w"])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_resume_equals_an_uninterrupted_run(cardio, tmp_path):
