@@ -37,9 +37,9 @@ def main() -> None:
         ends: list[float] = []
         result = train(X[tr], config=TrainConfig(seed=args.seed), progress=lambda *_: ends.append(time.perf_counter()))
         s = result.summary
+        x_test = torch.as_tensor(X[te], dtype=torch.float32)
         with torch.no_grad():
-            scores = np.concatenate([result.graph(torch.as_tensor(X[te][i:i + 65536], dtype=torch.float32))[0].numpy()
-                                     for i in range(0, len(te), 65536)])
+            scores = np.concatenate([result.graph(x_test[i:i + 65536])[0].numpy() for i in range(0, len(te), 65536)])
         per_epoch = float(np.diff(ends).mean()) if len(ends) > 1 else s["seconds"]
         print(json.dumps({"dataset": Path(path).stem, "rows": len(X), "n_train": s["n_train"],
                           "epochs_run": s["epochs_run"], "max_epochs": s["max_epochs"], "best_epoch": s["best_epoch"],

@@ -193,13 +193,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     after it: raised inside torch.save's zip writer they surface as a RuntimeError, not as the
     interrupt they are.
     """
-    if threading.current_thread() is not threading.main_thread():
-        with atomic_write(path) as f:
-            torch.save(state, f)
-        return
     held: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not None}
+                for sig in signals if signal.getsignal(sig) is not None}
     try:
         with atomic_write(path) as f:
             torch.save(state, f)
