@@ -246,3 +246,26 @@ def test_hidden_widths_override_the_default_rule(cardio):
     assert [m.out_features for m in result.graph.vae.encoder if hasattr(m, "out_features")] == [32, 16, 8]
     with pytest.raises(InputValidationError, match="hidden"):
         train(cardio[0], config=TrainConfig(epochs=1, hidden=(0,), device="cpu"))
+
+
+@pytest.mark.parametrize("val_samples", [1, 4, 16])
+def test_the_kept_state_has_the_best_validation_criterion_on_the_first_noise_vectors(val_samples, cardio):
+    """Early stopping scores the validation rows with the first val_samples of the L fixed noise
+    vectors; the exported graph keeps all L of them."""
+    from vae_anomaly.scores import ScoreGraph
+    from vae_anomaly.train import TrainConfig, train
+
+    result = train(cardio[0][:400], config=TrainConfig(epochs=6, seed=3, val_samples=val_samples, device="cpu"))
+    graph = result.graph
+    assert graph.eps.shape[0] == result.summary["config"]["n_samples"] == 16
+    with torch.no_grad():
+        criterion = ScoreGraph(graph.vae, graph.eps[:val_samples])(torch.as_tensor(result.x_val))[0]
+    assert float(criterion.double().mean()) == pytest.approx(result.summary["best_val_neg_elbo"], rel=1e-5)
+
+
+@pytest.mark.parametrize("val_samples", [0, 17])
+def test_validation_samples_outside_one_to_n_samples_are_refused(val_samples, cardio):
+    from vae_anomaly.train import TrainConfig, train
+
+    with pytest.raises(InputValidationError, match="val_samples: got"):
+        train(cardio[0], config=TrainConfig(epochs=1, val_samples=val_samples, device="cpu"))
