@@ -281,6 +281,23 @@ def test_resume_equals_an_uninterrupted_run(cardio, tmp_path):
         train(X[:200], config=TrainConfig(epochs=6, **cfg), resume=tmp_path / "ck.pt")
 
 
+def test_a_checkpoint_from_before_val_samples_resumes_validating_on_all_samples(cardio, tmp_path):
+    """Checkpoints written before TrainConfig.val_samples existed chose their best state on all L samples."""
+    import json
+
+    from vae_anomaly.train import TrainConfig, load_checkpoint, save_checkpoint, train
+
+    X = cardio[0][:300]
+    train(X, config=TrainConfig(epochs=2, seed=3), checkpoint=tmp_path / "ck.pt", checkpoint_every=2)
+    state = load_checkpoint(tmp_path / "ck.pt")
+    old = json.loads(state["config"])
+    del old["val_samples"]
+    save_checkpoint(tmp_path / "old.pt", {**state, "config": json.dumps(old)})
+    resumed = train(X, config=TrainConfig(epochs=3), resume=tmp_path / "old.pt")
+    assert resumed.summary["config"]["val_samples"] == resumed.summary["config"]["n_samples"] == 16
+    assert train(X, config=TrainConfig(epochs=3), resume=tmp_path / "ck.pt").summary["config"]["val_samples"] == 4
+
+
 def test_resume_through_the_cli(workdir):
     np.save(workdir / "normal.npy", np.tile(np.load(workdir / "ok.npy"), (4, 1)))
     first = subprocess.run(CLI + ["fit", "normal.npy", "-o", "m.onnx", "--epochs", "4", "--quiet", "--checkpoint",

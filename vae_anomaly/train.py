@@ -271,7 +271,9 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     cfg = config or TrainConfig()
     state = load_checkpoint(resume) if resume is not None else None
     if state is not None:
-        cfg = TrainConfig(**{**json.loads(state["config"]), "device": cfg.device,
+        saved = json.loads(state["config"])
+        saved.setdefault("val_samples", saved["n_samples"])  # older checkpoints validated on all L samples
+        cfg = TrainConfig(**{**saved, "device": cfg.device,
                              **({"epochs": cfg.epochs} if cfg.epochs is not None else {})})
     if checkpoint_every < 1:
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
