@@ -326,8 +326,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         c_loc, c_scale = standardization(c_train)
     vae = VAE(arch, loc, scale, c_loc, c_scale)
     eps = torch.randn((cfg.n_samples, arch.latent_dim), generator=torch.Generator().manual_seed(cfg.seed + 1))
-    graph = ScoreGraph(vae, eps).to(device)
-    val_graph = ScoreGraph(vae, eps[: cfg.val_samples]).to(device)  # the same module, the first noise vectors
+    val_graph = ScoreGraph(vae, eps[: cfg.val_samples]).to(device)  # early stopping: the first noise vectors
 
     xt = vae.standardize(torch.as_tensor(x_train).to(device))
     xv = torch.as_tensor(x_val).to(device)
@@ -393,7 +392,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         if epoch - best_epoch >= patience:
             break
     vae.load_state_dict(best_state)
-    graph = graph.cpu().eval()
+    graph = ScoreGraph(vae, eps).cpu().eval()  # the exported graph: all L noise vectors
     summary = {
         "n_rows": int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])),
         "n_train": int(n),
