@@ -234,6 +234,9 @@ def fit(
         help="Nats per latent dimension of KL left unpenalized (free bits; 0 = off).")] = 0.0,
     arch: Annotated[Arch, typer.Option(
         help="auto = convolutional for images (N, H, W) / (N, C, H, W), else MLP.")] = Arch.auto,
+    prior_max_rows: Annotated[int, typer.Option(
+        help="Score with the training rows' aggregate posterior as the latent prior when there are at "
+             "most this many training rows, else with N(0, I) (0 = always N(0, I)).")] = 4096,
     condition: Annotated[Optional[Path], typer.Option(
         help="Conditions of NORMAL_FILE's rows (ids, one-hot or numeric context): a conditional VAE.")] = None,
     condition_kind: Annotated[ConditionKind, typer.Option(
@@ -252,8 +255,8 @@ def fit(
                  checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
                  epochs=epochs, latent_dim=latent_dim, hidden=_widths(hidden), seed=seed, device=device.value,
                  beta=beta, kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
-                 free_bits=free_bits, arch=arch.value, condition=condition, val_condition=val_condition,
-                 condition_kind=condition_kind.value)
+                 free_bits=free_bits, arch=arch.value, prior_max_rows=prior_max_rows, condition=condition,
+                 val_condition=val_condition, condition_kind=condition_kind.value)
 
 
 class NanPolicy(str, Enum):

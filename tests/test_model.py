@@ -269,3 +269,96 @@ def test_validation_samples_outside_one_to_n_samples_are_refused(val_samples, ca
 
     with pytest.raises(InputValidationError, match="val_samples: got"):
         train(cardio[0], config=TrainConfig(epochs=1, val_samples=val_samples, device="cpu"))
+
+
+def test_latent_mixture_density_is_the_mean_of_its_gaussians(rng):
+    """The graph's expanded log p(z) equals log((1/M) Σ_m N(z; m_m, diag v_m)), computed directly in
+    float64 with scipy, near the components and far from them."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    from vae_anomaly.scores import LatentMixture
+
+    k, m = 5, 40
+    means = 2 * rng.standard_normal((m, k))
+    variances = np.exp(rng.uniform(-5, 0.5, (m, k)))
+    queries = np.vstack([means[:20] + 0.1 * rng.standard_normal((20, k)), 4 * rng.standard_normal((30, k))])
+    expected = logsumexp(norm.logpdf(queries[:, None, :], means, np.sqrt(variances)).sum(-1), axis=1) - np.log(m)
+    with torch.no_grad():
+        got = LatentMixture(means, variances)(torch.as_tensor(queries, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-2)
+
+
+def test_mixture_prior_scores_are_the_monte_carlo_elbo_and_iwae_of_that_prior(trained, cardio, rng):
+    """With the aggregate posterior as p(z): neg-ELBO = −mean_l w_l and IWAE = −(logsumexp_l w_l − log L),
+    w_l = log p(x|z_l) + log p(z_l) − log q(z_l|x), computed here from the parts; IWAE <= neg-ELBO
+    row by row (Jensen); the reconstruction score does not depend on the prior."""
+    from vae_anomaly.scores import ScoreGraph, gaussian_log_prob
+
+    graph = trained.graph  # the default: the aggregate posterior of its 662 training rows
+    assert trained.summary["latent_prior"] == {"kind": "aggregate-posterior",
+                                               "components": trained.summary["n_train"]}
+    X = torch.as_tensor(_rows(cardio, rng))
+    vae, eps = graph.vae, graph.eps
+    with torch.no_grad():
+        neg_elbo, recon, iwae, _, _ = (t.double() for t in graph(X))
+        xs = vae.standardize(X)
+        mu, logvar = vae.encode(xs)
+        z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
+        x_mu, x_logvar = vae.decode(z)
+        log_px = gaussian_log_prob(xs.unsqueeze(1), x_mu, x_logvar).sum(-1) - torch.log(vae.scale).sum()
+        log_qz = gaussian_log_prob(z, mu.unsqueeze(1), logvar.unsqueeze(1)).sum(-1)
+        w = (log_px + graph.prior(z) - log_qz).double()
+        standard = ScoreGraph(vae, eps)(X)
+    np.testing.assert_allclose(neg_elbo, -w.mean(1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(iwae, -(torch.logsumexp(w, 1) - np.log(w.shape[1])), rtol=1e-4, atol=1e-3)
+    assert bool((iwae <= neg_elbo + 1e-3).all())
+    np.testing.assert_allclose(recon, standard[1].double(), rtol=1e-6)
+    assert not np.allclose(neg_elbo, standard[0].double(), rtol=1e-3)  # the prior changes the score
+
+
+def test_mixture_prior_model_scores_each_row_the_same_in_any_chunking(model_path, cardio, rng):
+    """Export checks torch/onnxruntime parity; the Scorer caps the rows per call (2**20 / (L·M)),
+    and a row's score stays the same bits whatever the chunking and batch."""
+    from sklearn.metrics import roc_auc_score
+
+    scorer = Scorer(model_path)
+    n_comp = scorer.metadata["training"]["latent_prior"]["components"]
+    assert scorer._max_chunk_rows == 2**20 // (16 * n_comp)
+    X = _rows(cardio, rng)
+    whole = scorer.score_samples(X)
+    np.testing.assert_array_equal(scorer.score_samples(X, chunk_rows=7), whole)
+    perm = rng.permutation(len(X))
+    np.testing.assert_array_equal(scorer.score_samples(X[perm]), whole[perm])
+    np.testing.assert_array_equal(np.concatenate([scorer.score_samples(X[i : i + 1]) for i in range(5)]), whole[:5])
+    far = np.r_[np.zeros(300), np.ones(len(X) - 300)]
+    assert roc_auc_score(far, whole) > 0.95  # the 20 far-out rows score above the real ones
+
+
+def test_more_training_rows_than_prior_max_rows_keep_the_standard_normal_prior(cardio):
+    from vae_anomaly.scores import kl_terms
+    from vae_anomaly.train import TrainConfig, train
+
+    result = train(cardio[0][:300], config=TrainConfig(epochs=2, prior_max_rows=239, device="cpu"))
+    assert result.summary["n_train"] == 240
+    assert result.graph.prior is None and result.summary["latent_prior"] == {"kind": "standard-normal"}
+    X = torch.as_tensor(cardio[1][:50], dtype=torch.float32)
+    with torch.no_grad():
+        neg_elbo, recon, *_ = result.graph(X)
+        mu, logvar = result.graph.vae.encode(result.graph.vae.standardize(X))
+    np.testing.assert_allclose(neg_elbo - recon, kl_terms(mu, logvar).sum(-1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputValidationError, match="--prior-max-rows: got -1"):
+        train(cardio[0], config=TrainConfig(epochs=1, prior_max_rows=-1, device="cpu"))
+
+
+def test_the_prior_is_made_of_the_training_rows_posteriors(trained, cardio):
+    """Components = q(z|x_i) of every training row, never of the calibration rows."""
+    from vae_anomaly.train import split_rows
+
+    cfg = trained.summary["config"]
+    tr, _ = split_rows(len(cardio[0]), cfg["val_fraction"], cfg["seed"])
+    vae, prior = trained.graph.vae, trained.graph.prior
+    with torch.no_grad():
+        mu, logvar = vae.encode(vae.standardize(torch.as_tensor(cardio[0][tr], dtype=torch.float32)))
+    np.testing.assert_allclose(prior.scaled_means.numpy(), (mu / torch.exp(logvar)).T.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(prior.inv_var.numpy(), torch.exp(-logvar).T.numpy(), rtol=1e-4)

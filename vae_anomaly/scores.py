@@ -11,6 +11,9 @@ score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
   conditional prior's mean (0 for an unconditional model)
 * IWAE estimate of −log p(x) (Burda, Grosse & Salakhutdinov 2016, eq. 8):
   −(logsumexp_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)] − log L)
+* with a latent mixture prior p(z) (:class:`LatentMixture`, fitted after training to the
+  aggregate posterior), the KL has no closed form and the negative ELBO takes its Monte Carlo
+  estimate on the same samples: −(1/L) Σ_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)]
 * per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j(z_l)), which sum to the
   reconstruction score.
 
@@ -87,6 +90,34 @@ def training_loss(vae: VAE, xs: torch.Tensor, beta: float, cs: torch.Tensor | No
     return (recon + beta * row_sum(kl)).mean()
 
 
+class LatentMixture(nn.Module):
+    """A mixture of M diagonal Gaussians with equal weights over the latent space, p(z).
+
+    log p(z) = logsumexp_m [log N(z; m_m, diag v_m)] − log M, each component's quadratic form
+    expanded, Σ_j (z_j − m_mj)² / v_mj = z² · (1/v_m) − 2 z · (m_m / v_m) + Σ_j m_mj² / v_mj, so that
+    the M components are two MatMuls of z (and z²) by (k, M) matrices.
+
+    Parameters
+    ----------
+    means : (M, k) component means m_m.
+    variances : (M, k) component variances v_m > 0.
+    """
+
+    def __init__(self, means, variances):
+        super().__init__()
+        means = torch.as_tensor(means, dtype=torch.float64)
+        inv_var = 1.0 / torch.as_tensor(variances, dtype=torch.float64)
+        n_comp, k = means.shape
+        self.register_buffer("scaled_means", (means * inv_var).T.contiguous().float())   # (k, M)
+        self.register_buffer("inv_var", inv_var.T.contiguous().float())                  # (k, M)
+        log_norm = -0.5 * (k * LOG_2PI - torch.log(inv_var).sum(1) + (means * means * inv_var).sum(1))
+        self.register_buffer("log_norm", (log_norm - math.log(n_comp)).float())          # (M,)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (..., k) -> log p(z) (...), float32, in nats."""
+        return row_logsumexp(self.log_norm + z @ self.scaled_means - 0.5 * ((z * z) @ self.inv_var))
+
+
 class ScoreGraph(nn.Module):
     """Raw rows (n, d) [and raw conditions (n, m)] -> (neg_elbo (n,), recon_prob (n,), iwae (n,),
     feature_terms (n, d), latent_mean (n, k)).
@@ -95,11 +126,20 @@ class ScoreGraph(nn.Module):
     ----------
     vae : a trained VAE.
     eps : (L, k) fixed standard-normal noise; the same for every row.
+    prior : the latent prior of the scores: None = the VAE's own, N(m(c), I) (closed-form KL), or
+        a :class:`LatentMixture` (unconditional models only; Monte Carlo KL on the L samples).
+
+    Raises
+    ------
+    ValueError : a mixture prior for a conditional VAE.
     """
 
-    def __init__(self, vae: VAE, eps: torch.Tensor):
+    def __init__(self, vae: VAE, eps: torch.Tensor, prior: LatentMixture | None = None):
         super().__init__()
+        if prior is not None and vae.arch.condition_dim:
+            raise ValueError("prior: a latent mixture replaces only the unconditional prior N(0, I).")
         self.vae = vae
+        self.prior = prior
         self.register_buffer("eps", eps.to(torch.float32))
         self.register_buffer("log_l", torch.tensor(math.log(eps.shape[0]), dtype=torch.float32))
 
@@ -124,11 +164,15 @@ class ScoreGraph(nn.Module):
             mahalanobis = row_sum(sq * torch.exp(-x_logvar))
         log_px = -0.5 * (d * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)  # (n, L)
         recon_prob = -row_sum(log_px) / n_samples                 # (n,)
-        prior_mu = vae.prior_mean(cs)                             # (n, k) or 0
-        neg_elbo = recon_prob + row_sum(kl_terms(mu, logvar, prior_mu))
-        z_c = z if cs is None else z - prior_mu.unsqueeze(1)
-        log_pz = -0.5 * (k * LOG_2PI + row_sum(z_c**2))           # (n, L), log p(z_l|c)
         log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
+        if self.prior is None:
+            prior_mu = vae.prior_mean(cs)                         # (n, k) or 0
+            neg_elbo = recon_prob + row_sum(kl_terms(mu, logvar, prior_mu))
+            z_c = z if cs is None else z - prior_mu.unsqueeze(1)
+            log_pz = -0.5 * (k * LOG_2PI + row_sum(z_c**2))       # (n, L), log p(z_l|c)
+        else:
+            log_pz = self.prior(z)                                # (n, L), log p(z_l)
+            neg_elbo = recon_prob + row_sum(log_qz - log_pz) / n_samples
         iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
         nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
         feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
