@@ -95,6 +95,7 @@ def test_score_path_never_imports_torch(work):
     (None, ["score", "test.npy", "--threshold", "high"], 2, "auto"),
     (None, ["fit", "normal.npy", "-o", "no/such/dir/m.onnx"], 5, "does not exist"),
     (None, ["fit", "normal.npy", "--hidden", "128,x", "-o", "h.onnx"], 3, "--hidden: got '128,x'"),
+    (None, ["fit", "normal.npy", "--prior-max-rows", "-1", "-o", "p.onnx"], 3, "--prior-max-rows: got -1"),
 ])
 def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, setup, args, code, message):
     if setup:
@@ -111,6 +112,19 @@ def test_fit_takes_the_hidden_layer_widths(work):
     r = run("fit", "normal.npy", "--hidden", "32,16", "--epochs", "2", "--quiet", "-o", "small.onnx", cwd=work)
     assert r.returncode == 0, r.stderr
     assert Scorer(work / "small.onnx").metadata["training"]["architecture"]["hidden"] == [32, 16]
+
+
+def test_fit_prior_max_rows_chooses_the_latent_prior_of_the_scores(work):
+    """The work data's training rows are few: the default scores with their aggregate posterior,
+    --prior-max-rows 0 with N(0, I)."""
+    priors = {}
+    for flag in ("4096", "0"):
+        r = run("fit", "normal.npy", "--prior-max-rows", flag, "--epochs", "2", "--quiet", "-o", "p.onnx", cwd=work)
+        assert r.returncode == 0, r.stderr
+        training = Scorer(work / "p.onnx").metadata["training"]
+        priors[flag] = training["latent_prior"]
+    assert priors["4096"] == {"kind": "aggregate-posterior", "components": training["n_train"]}
+    assert priors["0"] == {"kind": "standard-normal"}
 
 
 def test_failed_refit_leaves_the_existing_model_untouched(work):
