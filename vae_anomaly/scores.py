@@ -11,8 +11,8 @@ score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
   conditional prior's mean (0 for an unconditional model)
 * IWAE estimate of −log p(x) (Burda, Grosse & Salakhutdinov 2016, eq. 8):
   −(logsumexp_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)] − log L)
-* with a latent mixture prior p(z) (:class:`LatentMixture`, fitted after training to the
-  aggregate posterior), the KL has no closed form and the negative ELBO takes its Monte Carlo
+* with a latent mixture prior p(z) (:class:`LatentMixture`: the training rows' aggregate
+  posterior, built after training), the KL has no closed form and the negative ELBO takes its Monte Carlo
   estimate on the same samples: −(1/L) Σ_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)]
 * per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j(z_l)), which sum to the
   reconstruction score.

@@ -4,7 +4,8 @@ build the latent prior of the scores.
 The data live on the device as one tensor sliced per batch (no DataLoader). The best state by
 validation negative ELBO (computed with the first ``val_samples`` of the fixed noise vectors the
 exported graph uses, under the training prior N(0, I)) is kept. The exported scores then use
-the training rows' aggregate posterior as the latent prior (:func:`aggregate_posterior`).
+the training rows' aggregate posterior as the latent prior when there are at most
+``TrainConfig.prior_max_rows`` of them (:func:`aggregate_posterior`), else N(0, I).
 """
 
 from __future__ import annotations
