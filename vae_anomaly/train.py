@@ -435,7 +435,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     prior, prior_info = None, {"kind": "standard-normal" if spec is None else "conditional-normal"}
     if n <= cfg.prior_max_rows and spec is None:
         prior = aggregate_posterior(vae, xt)
-        prior_info = {"kind": "aggregate-posterior", "components": int(prior.log_norm.shape[0])}
+        prior_info = {"kind": "aggregate-posterior", "components": int(n)}
     graph = ScoreGraph(vae.cpu(), eps, prior).eval()  # the exported graph: all L noise vectors
     summary = {
         "n_rows": int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])),
