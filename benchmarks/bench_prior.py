@@ -21,8 +21,8 @@ import numpy as np
 
 from bench_speed import rate
 from vae_anomaly import Scorer
-from vae_anomaly.export import export_model
-from vae_anomaly.train import TrainConfig, train
+from vae_anomaly.training.export import export_model
+from vae_anomaly.training.train import TrainConfig, train
 
 
 def main() -> None:

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from vae_anomaly import Scorer
-from vae_anomaly.export import export_model
-from vae_anomaly.train import TrainConfig, train
+from vae_anomaly.training.export import export_model
+from vae_anomaly.training.train import TrainConfig, train
 
 # VmHWM (peak resident set of this process image); ru_maxrss would carry the parent's peak over exec
 _HWM = "print(int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) // 1024, file=sys.stderr)"

@@ -22,9 +22,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from vae_anomaly import Scorer
-from vae_anomaly.datasets import BUNDLED, bundled_path, load_labelled, semi_supervised_split
-from vae_anomaly.export import export_model
-from vae_anomaly.train import TrainConfig, train
+from vae_anomaly.evaluation.datasets import BUNDLED, bundled_path, load_labelled, semi_supervised_split
+from vae_anomaly.training.export import export_model
+from vae_anomaly.training.train import TrainConfig, train
 
 
 def rows_per_second(fn, X: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """How the defaults were chosen: ROC-AUC of VAE variants beside IsolationForest and KNN.
 
 One seed, datasets subsampled to --max-rows (3,000 by default, to keep a sweep under ~10 minutes
-per variant on 2 cores), the benchmark's split (vae_anomaly.benchmark.split). Each variant is a
+per variant on 2 cores), the benchmark's split (vae_anomaly.evaluation.benchmark.split). Each variant is a
 JSON object of TrainConfig fields; the first line of output per dataset is the baselines.
 
     python benchmarks/defaults_sweep.py ../shared/datasets \\
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vae_anomaly.benchmark import Baseline, find_datasets, split
-from vae_anomaly.datasets import load_labelled
-from vae_anomaly.train import TrainConfig, train
+from vae_anomaly.evaluation.benchmark import Baseline, find_datasets, split
+from vae_anomaly.evaluation.datasets import load_labelled
+from vae_anomaly.training.train import TrainConfig, train
 
 SUBSET = ("1_ALOI,6_cardio,14_glass,18_Ionosphere,20_letter,22_magic.gamma,24_mnist,26_optdigits,29_Pima,"
           "30_satellite,31_satimage-2,33_skin,38_thyroid,41_Waveform,45_wine")

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vae_anomaly.benchmark import split
-from vae_anomaly.datasets import load_labelled
-from vae_anomaly.train import TrainConfig, train
+from vae_anomaly.evaluation.benchmark import split
+from vae_anomaly.evaluation.datasets import load_labelled
+from vae_anomaly.training.train import TrainConfig, train
 
 
 def main() -> None:

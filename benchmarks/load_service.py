@@ -77,14 +77,14 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=120.0, help="cap per phase")
     args = ap.parse_args()
 
-    from vae_anomaly.datasets import bundled_path, load_labelled, semi_supervised_split
+    from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
 
     X, y = load_labelled(bundled_path("cardio"))
     tmp = tempfile.TemporaryDirectory()
     model = args.model
     if model is None:
-        from vae_anomaly.export import export_model
-        from vae_anomaly.train import TrainConfig, train
+        from vae_anomaly.training.export import export_model
+        from vae_anomaly.training.train import TrainConfig, train
 
         tr, _ = semi_supervised_split(y, 0)
         model = Path(tmp.name) / "model.onnx"

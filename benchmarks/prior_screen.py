@@ -27,10 +27,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
-from vae_anomaly.benchmark import find_datasets, split
-from vae_anomaly.datasets import load_labelled
-from vae_anomaly.scores import LatentMixture, ScoreGraph
-from vae_anomaly.train import TrainConfig, aggregate_posterior, split_rows, train
+from vae_anomaly.evaluation.benchmark import find_datasets, split
+from vae_anomaly.evaluation.datasets import load_labelled
+from vae_anomaly.training.scores import LatentMixture, ScoreGraph
+from vae_anomaly.training.train import TrainConfig, aggregate_posterior, split_rows, train
 
 
 def gmm_prior(vae, xs: torch.Tensor, components: int, seed: int) -> torch.nn.Module:

@@ -23,10 +23,11 @@ from typing import Annotated, Iterator, Optional
 import numpy as np
 import typer
 
-from vae_anomaly import Scorer, ScoreResult, __version__, conditions
-from vae_anomaly.calibration import check_alpha
+from vae_anomaly import Scorer, ScoreResult, __version__
+from vae_anomaly.deploy import conditions
+from vae_anomaly.deploy.calibration import check_alpha
 from vae_anomaly.errors import InputValidationError, OutputWriteError, VaeAnomalyError
-from vae_anomaly.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
+from vae_anomaly.deploy.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
                             read_matrix)
 
 app = typer.Typer(
@@ -171,8 +172,8 @@ def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: flo
     """Read, train with a progress bar on stderr, export; return the metadata."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vae_anomaly.export import export_model
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
 
     check_output_folder(output)  # fail before training, not after
     check_alpha(alpha)
@@ -272,8 +273,8 @@ def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold
     or CSV to stdout; return the whole file's ScoreResult (scores, p-values and flags only).
     ``condition``: a conditional model's condition file, one row per row of NEW_FILE (read whole:
     conditions are small next to the data)."""
-    from vae_anomaly.calibration import benjamini_hochberg
-    from vae_anomaly.monitoring import batch_summary, top_features
+    from vae_anomaly.deploy.calibration import benjamini_hochberg
+    from vae_anomaly.deploy.monitoring import batch_summary, top_features
 
     scorer = Scorer(model)
     conds = read_matrix(condition) if condition is not None else None
@@ -379,7 +380,7 @@ def calibrate(
 ) -> None:
     """Recompute the calibration scores and threshold from new validation data, without retraining."""
     with _errors():
-        from vae_anomaly.recalibration import recalibrate
+        from vae_anomaly.deploy.recalibration import recalibrate
 
         if target not in ("fpr", "f1", "recall"):
             raise typer.BadParameter(f"--target: got {target!r}; expected fpr, f1 or recall.")
@@ -403,7 +404,7 @@ def report(
 ) -> None:
     """Score histogram against the calibration scores, top anomalous rows and features, ROC with labels."""
     with _errors():
-        from vae_anomaly.report import write_report
+        from vae_anomaly.evaluation.report import write_report
 
         check_output_folder(output)
         scorer = Scorer(model)
@@ -463,7 +464,7 @@ def demo(
         from sklearn.metrics import average_precision_score, roc_auc_score
         from sklearn.preprocessing import StandardScaler
 
-        from vae_anomaly.datasets import bundled_path, load_labelled, semi_supervised_split
+        from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
 
         X, y = load_labelled(bundled_path(dataset))
         train_idx, test_idx = semi_supervised_split(y, seed)
@@ -518,8 +519,8 @@ def benchmark(
         from rich.markdown import Markdown
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from vae_anomaly.benchmark import check_methods, find_datasets, plot, run_benchmark, to_markdown
-        from vae_anomaly.datasets import BUNDLED, bundled_path
+        from vae_anomaly.evaluation.benchmark import check_methods, find_datasets, plot, run_benchmark, to_markdown
+        from vae_anomaly.evaluation.datasets import BUNDLED, bundled_path
 
         datasets = find_datasets(data) if data else [(n, bundled_path(n)) for n in BUNDLED]
         method_list = check_methods(m.strip() for m in methods.split(",") if m.strip())
@@ -570,7 +571,7 @@ def serve(
         os.environ.update(VAE_ANOMALY_MODEL=str(model.resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
                           VAE_ANOMALY_MAX_BYTES=str(int(max_body_mb * 1024 * 1024)))
         _err().print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
-        uvicorn.run("vae_anomaly.service:app_from_env", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("vae_anomaly.integrations.service:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="warning")
 
 

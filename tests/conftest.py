@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vae_anomaly.datasets import bundled_path, load_labelled, semi_supervised_split
+from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def cardio():
 def trained(cardio):
     """A TrainResult fitted briefly on cardio's normal rows."""
     pytest.importorskip("torch")
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.train import TrainConfig, train
 
     return train(cardio[0], config=TrainConfig(epochs=40, seed=0))
 
@@ -28,7 +28,7 @@ def trained(cardio):
 @pytest.fixture(scope="session")
 def model_path(trained, tmp_path_factory):
     """Path of the exported model.onnx of ``trained``."""
-    from vae_anomaly.export import export_model
+    from vae_anomaly.training.export import export_model
 
     path = tmp_path_factory.mktemp("model") / "model.onnx"
     export_model(trained, path, alpha=0.05)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from vae_anomaly.benchmark import find_datasets, mean_ranks, run_benchmark, split, to_markdown
-from vae_anomaly.datasets import bundled_path, load_labelled
+from vae_anomaly.evaluation.benchmark import find_datasets, mean_ranks, run_benchmark, split, to_markdown
+from vae_anomaly.evaluation.datasets import bundled_path, load_labelled
 from vae_anomaly.errors import InputValidationError
 
 RECORD_KEYS = {"dataset", "method", "seed", "roc_auc", "average_precision", "fit_seconds", "score_seconds",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vae_anomaly import Scorer
-from vae_anomaly.calibration import benjamini_hochberg, conformal_p_values
+from vae_anomaly.deploy.calibration import benjamini_hochberg, conformal_p_values
 
 CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
 
@@ -44,7 +44,7 @@ torch = pytest.importorskip("torch")
 def test_estimator_passes_scikit_learns_checks():
     from sklearn.utils.estimator_checks import check_estimator
 
-    from vae_anomaly.detector import EXPECTED_FAILED_CHECKS, VAEAnomalyDetector
+    from vae_anomaly.integrations.estimator import EXPECTED_FAILED_CHECKS, VAEAnomalyDetector
 
     assert len(EXPECTED_FAILED_CHECKS) <= 3 and all(EXPECTED_FAILED_CHECKS.values())
     check_estimator(VAEAnomalyDetector(epochs=2, hidden=(32, 32), device="cpu"),
@@ -57,7 +57,7 @@ def test_estimator_in_pipeline_and_grid_search_and_saved_as_onnx(tmp_path, cardi
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from vae_anomaly.detector import VAEAnomalyDetector
+    from vae_anomaly.integrations.estimator import VAEAnomalyDetector
 
     X_train, X_test, y_test = cardio
     pipe = make_pipeline(StandardScaler(), VAEAnomalyDetector(epochs=5)).fit(X_train)

@@ -14,8 +14,8 @@ from vae_anomaly.errors import InputValidationError, ModelArtifactError
 
 torch = pytest.importorskip("torch")
 
-from vae_anomaly.export import export_model  # noqa: E402
-from vae_anomaly.train import TrainConfig, train  # noqa: E402
+from vae_anomaly.training.export import export_model  # noqa: E402
+from vae_anomaly.training.train import TrainConfig, train  # noqa: E402
 
 # torch made unimportable (a finder that refuses it; a None in sys.modules would trip scikit-learn's
 # array-API probe, which looks torch up there)
@@ -155,7 +155,7 @@ def test_cli_fit_score_sample_and_latent_report_on_images_without_torch_for_scor
 
 
 def test_latent_projection_is_the_means_or_their_principal_components(conv_model, digits):
-    from vae_anomaly.report import latent_projection
+    from vae_anomaly.evaluation.report import latent_projection
 
     means = Scorer(conv_model[1]).latent_means(digits[1][:50])
     assert means.shape == (50, conv_model[0].graph.vae.arch.latent_dim)
@@ -244,7 +244,7 @@ def test_cli_conditions_end_to_end_and_errors_write_nothing(context_models):
 
 
 def test_recalibration_keeps_the_generation_graph(context_models, tmp_path):
-    from vae_anomaly.recalibration import recalibrate
+    from vae_anomaly.deploy.recalibration import recalibrate
 
     path = tmp_path / "m.onnx"
     path.write_bytes(context_models["conditional"].read_bytes())
@@ -258,7 +258,7 @@ def test_recalibration_keeps_the_generation_graph(context_models, tmp_path):
 def test_a_model_without_a_generation_graph_says_so(context_models, tmp_path):
     import onnx
 
-    from vae_anomaly.artifact import SAMPLER_KEY
+    from vae_anomaly.deploy.artifact import SAMPLER_KEY
 
     model = onnx.load(context_models["unconditional"])
     keep = [p for p in model.metadata_props if p.key != SAMPLER_KEY]
@@ -275,7 +275,7 @@ def test_a_model_without_a_generation_graph_says_so(context_models, tmp_path):
 def test_free_bits_keep_latent_dimensions_from_collapsing(cardio):
     """With a heavy KL weight (β = 4) every latent dimension collapses to the prior; free bits of 0.5
     nats per dimension keep them in use (Kingma et al. 2016)."""
-    from vae_anomaly.scores import kl_terms
+    from vae_anomaly.training.scores import kl_terms
 
     active = {}
     for free_bits in (0.0, 0.5):

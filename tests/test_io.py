@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vae_anomaly.errors import InputValidationError, OutputWriteError
-from vae_anomaly.io import atomic_write, read_matrix
-from vae_anomaly.validation import check_array
+from vae_anomaly.deploy.io import atomic_write, read_matrix
+from vae_anomaly.deploy.validation import check_array
 
 
 def test_npy_npz_and_csv_read_the_same_values(tmp_path, rng):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_anomaly import Scorer
-from vae_anomaly.artifact import METADATA_KEY, SCORE_OUTPUTS
+from vae_anomaly.deploy.artifact import METADATA_KEY, SCORE_OUTPUTS
 from vae_anomaly.errors import InputValidationError, ModelArtifactError, TrainingError
 
 torch = pytest.importorskip("torch")
@@ -137,7 +137,7 @@ def test_external_data_is_refused(model_path, tmp_path):
 
 
 def test_nan_loss_stops_training_and_writes_no_model(monkeypatch, tmp_path, cardio):
-    import vae_anomaly.train as train_mod
+    import vae_anomaly.training.train as train_mod
 
     monkeypatch.setattr(train_mod, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match="nan in epoch 1"):
@@ -145,8 +145,8 @@ def test_nan_loss_stops_training_and_writes_no_model(monkeypatch, tmp_path, card
 
 
 def test_tiny_input_trains_and_too_few_rows_is_refused(tmp_path, rng):
-    from vae_anomaly.export import export_model
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
 
     X = rng.standard_normal((12, 3))  # fewer rows than a batch
     with pytest.warns(UserWarning, match="can never flag"):
@@ -157,7 +157,7 @@ def test_tiny_input_trains_and_too_few_rows_is_refused(tmp_path, rng):
 
 
 def test_training_is_seeded(cardio):
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.train import TrainConfig, train
 
     a, b = (train(cardio[0][:200], config=TrainConfig(epochs=3, seed=7)) for _ in range(2))
     for (ka, va), (_, vb) in zip(a.graph.state_dict().items(), b.graph.state_dict().items()):
@@ -167,7 +167,7 @@ def test_training_is_seeded(cardio):
 @pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 20_000, 30_000, 200_000, 3_000_000])
 def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
     """The fewest epochs reaching about target_steps steps, within [min_epochs, 2000], capped by max_steps."""
-    from vae_anomaly.train import TrainConfig, auto_epochs
+    from vae_anomaly.training.train import TrainConfig, auto_epochs
 
     cfg = TrainConfig()
     steps_per_epoch = -(-n_train // cfg.batch_size)
@@ -188,8 +188,8 @@ def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
 @pytest.mark.parametrize("n_features", [1, 3, 7, 40])
 def test_batch_invariance_holds_for_any_width(n_features, tmp_path, rng):
     """Bit-identical scores whatever the chunk size, for widths that are not SIMD multiples."""
-    from vae_anomaly.export import export_model
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
 
     X = rng.standard_normal((120, n_features)) * rng.uniform(0.1, 10, n_features)
     export_model(train(X, config=TrainConfig(epochs=2, seed=1)), tmp_path / "m.onnx", alpha=0.1)
@@ -205,8 +205,8 @@ def test_batch_invariance_holds_for_any_width(n_features, tmp_path, rng):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_training_exports_a_model_that_scores_on_the_cpu(cardio, tmp_path):
-    from vae_anomaly.export import export_model
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
 
     result = train(cardio[0], config=TrainConfig(epochs=5, device="cuda"))
     assert result.summary["device"].startswith("cuda") and result.summary["precision"] == "bf16"
@@ -219,8 +219,8 @@ def test_bf16_autocast_and_torch_compile_train_models_that_export_and_rank(optio
     """The GPU speed options also run on the CPU; the exported graph stays float32 and detects."""
     from sklearn.metrics import roc_auc_score
 
-    from vae_anomaly.export import export_model
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
 
     X, X_test, y_test = cardio
     result = train(X, config=TrainConfig(epochs=8, seed=0, device="cpu", **options))
@@ -230,7 +230,7 @@ def test_bf16_autocast_and_torch_compile_train_models_that_export_and_rank(optio
 
 
 def test_unknown_precision_and_batch_size_are_refused(cardio):
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.train import TrainConfig, train
 
     with pytest.raises(InputValidationError, match="--precision"):
         train(cardio[0], config=TrainConfig(epochs=1, precision="fp8", device="cpu"))
@@ -239,7 +239,7 @@ def test_unknown_precision_and_batch_size_are_refused(cardio):
 
 
 def test_hidden_widths_override_the_default_rule(cardio):
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.train import TrainConfig, train
 
     result = train(cardio[0][:300], config=TrainConfig(epochs=1, hidden=(32, 16, 8), device="cpu"))
     assert tuple(result.summary["architecture"]["hidden"]) == (32, 16, 8)
@@ -252,8 +252,8 @@ def test_hidden_widths_override_the_default_rule(cardio):
 def test_the_kept_state_has_the_best_validation_criterion_on_the_first_noise_vectors(val_samples, cardio):
     """Early stopping scores the validation rows with the first val_samples of the L fixed noise
     vectors; the exported graph keeps all L of them."""
-    from vae_anomaly.scores import ScoreGraph
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.scores import ScoreGraph
+    from vae_anomaly.training.train import TrainConfig, train
 
     result = train(cardio[0][:400], config=TrainConfig(epochs=6, seed=3, val_samples=val_samples, device="cpu"))
     graph = result.graph
@@ -265,7 +265,7 @@ def test_the_kept_state_has_the_best_validation_criterion_on_the_first_noise_vec
 
 @pytest.mark.parametrize("val_samples", [0, 17])
 def test_validation_samples_outside_one_to_n_samples_are_refused(val_samples, cardio):
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.train import TrainConfig, train
 
     with pytest.raises(InputValidationError, match="val_samples: got"):
         train(cardio[0], config=TrainConfig(epochs=1, val_samples=val_samples, device="cpu"))
@@ -277,7 +277,7 @@ def test_latent_mixture_density_is_the_mean_of_its_gaussians(rng):
     from scipy.special import logsumexp
     from scipy.stats import norm
 
-    from vae_anomaly.scores import LatentMixture
+    from vae_anomaly.training.scores import LatentMixture
 
     k, m = 5, 40
     means = 2 * rng.standard_normal((m, k))
@@ -293,7 +293,7 @@ def test_mixture_prior_scores_are_the_monte_carlo_elbo_and_iwae_of_that_prior(tr
     """With the aggregate posterior as p(z): neg-ELBO = −mean_l w_l and IWAE = −(logsumexp_l w_l − log L),
     w_l = log p(x|z_l) + log p(z_l) − log q(z_l|x), computed here from the parts; IWAE <= neg-ELBO
     row by row (Jensen); the reconstruction score does not depend on the prior."""
-    from vae_anomaly.scores import ScoreGraph, gaussian_log_prob
+    from vae_anomaly.training.scores import ScoreGraph, gaussian_log_prob
 
     graph = trained.graph  # the default: the aggregate posterior of its 662 training rows
     assert trained.summary["latent_prior"] == {"kind": "aggregate-posterior",
@@ -336,8 +336,8 @@ def test_mixture_prior_model_scores_each_row_the_same_in_any_chunking(model_path
 
 
 def test_more_training_rows_than_prior_max_rows_keep_the_standard_normal_prior(cardio):
-    from vae_anomaly.scores import kl_terms
-    from vae_anomaly.train import TrainConfig, train
+    from vae_anomaly.training.scores import kl_terms
+    from vae_anomaly.training.train import TrainConfig, train
 
     result = train(cardio[0][:300], config=TrainConfig(epochs=2, prior_max_rows=239, device="cpu"))
     assert result.summary["n_train"] == 240
@@ -353,7 +353,7 @@ def test_more_training_rows_than_prior_max_rows_keep_the_standard_normal_prior(c
 
 def test_the_prior_is_made_of_the_training_rows_posteriors(trained, cardio):
     """Components = q(z|x_i) of every training row, never of the calibration rows."""
-    from vae_anomaly.train import split_rows
+    from vae_anomaly.training.train import split_rows
 
     cfg = trained.summary["config"]
     tr, _ = split_rows(len(cardio[0]), cfg["val_fraction"], cfg["seed"])

@@ -87,7 +87,7 @@ def test_dask_scores_equal_local_scoring_on_a_local_cluster(model_path, cardio):
     distributed = pytest.importorskip("distributed")
     import pandas as pd
 
-    from vae_anomaly.dask import score_array, score_dataframe
+    from vae_anomaly.integrations.dask import score_array, score_dataframe
 
     X = cardio[1].astype(np.float32)
     local = Scorer(model_path).predict(X)

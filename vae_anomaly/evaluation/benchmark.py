@@ -31,9 +31,9 @@ from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from .artifact import SCORE_OUTPUTS
+from ..deploy.artifact import SCORE_OUTPUTS
 from .datasets import load_labelled, semi_supervised_split
-from .errors import InputValidationError
+from ..errors import InputValidationError
 
 #: the scikit-learn baselines, each on standardized inputs
 BASELINES = ("iforest", "knn", "lof", "ocsvm")
@@ -139,9 +139,9 @@ def _run_vae(vae_methods: list[str], default_score: str, X_tr, X_te, y_te, seed:
              epochs: int | None, threads: int | None) -> list[dict]:
     import torch
 
-    from .export import build_model
-    from .scorer import Scorer
-    from .train import TrainConfig, train
+    from ..training.export import build_model
+    from ..deploy.scorer import Scorer
+    from ..training.train import TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
@@ -300,7 +300,7 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write
+    from ..deploy.io import atomic_write
 
     datasets, methods, mean, _ = summary_table(report["results"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(datasets) + 2), 4.5))

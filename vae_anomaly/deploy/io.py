@@ -1,6 +1,6 @@
 """Reading input matrices and writing files atomically (numpy only, never pickle).
 
-Readers return the array as stored (any numeric dtype); :func:`vae_anomaly.validation.check_array`
+Readers return the array as stored (any numeric dtype); :func:`vae_anomaly.deploy.validation.check_array`
 turns it into the float32 C-ordered (n_rows, n_features) matrix the model takes. Every reader
 raises :class:`~vae_anomaly.errors.InputValidationError` with a one-line message naming the file.
 
@@ -23,7 +23,7 @@ from typing import IO, Iterable, Iterator
 
 import numpy as np
 
-from .errors import InputValidationError, OutputWriteError
+from ..errors import InputValidationError, OutputWriteError
 from .validation import NUMERIC_KINDS
 
 #: readable inputs (Parquet needs the [parquet] extra)

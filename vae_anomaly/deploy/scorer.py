@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact, conditions
+from . import artifact
+from . import conditions
 from .calibration import (benjamini_hochberg, check_alpha, conformal_p_values, score_threshold,
                           warn_if_undetectable)
-from .errors import InputValidationError, ModelArtifactError
+from ..errors import InputValidationError, ModelArtifactError
 from .validation import check_array, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
@@ -142,7 +143,7 @@ class Scorer:
 
     @property
     def condition(self) -> dict | None:
-        """The condition spec of a conditional model (see :mod:`vae_anomaly.conditions`), else None."""
+        """The condition spec of a conditional model (see :mod:`vae_anomaly.deploy.conditions`), else None."""
         return self.metadata.get("condition")
 
     @property
@@ -153,7 +154,7 @@ class Scorer:
                    min_rows: int = 0) -> np.ndarray:
         """Rows this model can score: float32, C-ordered, shape (n_rows, n_features); images given as
         (n_rows, *input_shape) are flattened. The other arguments are those of
-        :func:`~vae_anomaly.validation.check_array`.
+        :func:`~vae_anomaly.deploy.validation.check_array`.
 
         Raises
         ------

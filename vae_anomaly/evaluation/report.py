@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputValidationError, OutputWriteError
-from .io import atomic_write
-from .monitoring import top_features
-from .scorer import Scorer
+from ..errors import InputValidationError, OutputWriteError
+from ..deploy.io import atomic_write
+from ..deploy.monitoring import top_features
+from ..deploy.scorer import Scorer
 
 
 def latent_projection(means: np.ndarray) -> tuple[np.ndarray, str]:

@@ -7,9 +7,11 @@ import os
 
 import numpy as np
 
-from . import __version__, artifact, conditions
+from .. import __version__
+from . import artifact
+from . import conditions
 from .calibration import calibration_entries, check_alpha, threshold_for_target, threshold_metrics
-from .errors import InputValidationError
+from ..errors import InputValidationError
 from .scorer import Scorer
 
 

@@ -5,7 +5,7 @@ Graph contract (schema version 1):
 * input ``x``: float32, shape (n_rows, n_features), raw (unstandardized) features; an image model
   takes each image flattened in C order (the metadata's ``input_shape`` is one row's shape as fitted);
 * input ``condition`` (conditional models only, metadata ``condition``): float32, (n_rows, m), one-hot
-  categories or the raw numeric context (:mod:`vae_anomaly.conditions`);
+  categories or the raw numeric context (:mod:`vae_anomaly.deploy.conditions`);
 * outputs ``neg_elbo``, ``recon_prob``, ``iwae``: float32, shape (n_rows,), higher = more anomalous;
 * output ``feature_terms``: float32, shape (n_rows, n_features), summing to ``recon_prob``;
 * output ``latent_mean``: float32, shape (n_rows, latent_dim), the encoder's mean μ(x).
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelArtifactError
+from ..errors import ModelArtifactError
 
 METADATA_KEY = "vae_anomaly"
 SCHEMA_VERSION = 1

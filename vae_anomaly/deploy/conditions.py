@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputValidationError
+from ..errors import InputValidationError
 from .validation import NUMERIC_KINDS
 
 KINDS = ("auto", "categorical", "numeric")

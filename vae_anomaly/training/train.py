@@ -24,12 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import conditions
-from .errors import InputValidationError, ModelArtifactError, TrainingError
-from .io import atomic_write
+from ..deploy import conditions
+from ..errors import InputValidationError, ModelArtifactError, TrainingError
+from ..deploy.io import atomic_write
 from .model import VAE, Architecture, default_architecture
 from .scores import LatentMixture, ScoreGraph, training_loss
-from .validation import check_array, flatten_rows
+from ..deploy.validation import check_array, flatten_rows
 
 #: the fewest validation (calibration) rows fit accepts
 MIN_CALIBRATION_ROWS = 5
@@ -45,7 +45,7 @@ class TrainConfig:
         (at least ``min_epochs``, at most 2000, and no more than needed to pass ``max_steps``).
     latent_dim : latent size k; None = ceil(d/4) within [2, 16].
     hidden : widths of the encoder's hidden layers, e.g. (256, 256, 256) (the decoder mirrors
-        them); None = the default rule of :func:`~vae_anomaly.model.default_architecture`.
+        them); None = the default rule of :func:`~vae_anomaly.training.model.default_architecture`.
     batch_size : rows per gradient step.
     lr : Adam learning rate.
     weight_decay : AdamW decoupled weight decay.
@@ -284,7 +284,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     X_val : optional separate validation rows; None = a seeded ``config.val_fraction`` of X.
     condition, condition_val : optional conditions of X's and X_val's rows, which makes the model a
         conditional VAE: integer ids (n,), one-hot rows (n, K) or numeric context (n, m); see
-        :mod:`vae_anomaly.conditions`. ``condition_kind``: "auto", "categorical" or "numeric".
+        :mod:`vae_anomaly.deploy.conditions`. ``condition_kind``: "auto", "categorical" or "numeric".
     config : TrainConfig; None = defaults.
     progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_loss).
     name : how X is named in errors.

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pandas as pd
 
-from .scorer import Scorer
+from ..deploy.scorer import Scorer
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()

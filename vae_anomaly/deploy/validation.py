@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputValidationError
+from ..errors import InputValidationError
 
 #: dtype kinds accepted as numbers: bool, signed int, unsigned int, float
 NUMERIC_KINDS = "biuf"

@@ -1,7 +1,7 @@
 """Export a trained model to one self-contained ONNX file, checked against onnxruntime.
 
 The calibration scores stored in the metadata are computed by onnxruntime on the exported graph,
-so they are exactly what :class:`~vae_anomaly.scorer.Scorer` computes for the same rows.
+so they are exactly what :class:`~vae_anomaly.deploy.scorer.Scorer` computes for the same rows.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import warnings
 import numpy as np
 import torch
 
-from . import __version__, artifact
-from .calibration import calibration_entries, check_alpha
-from .errors import TrainingError
-from .io import atomic_write
-from .scorer import DEFAULT_CHUNK_ROWS
+from .. import __version__
+from ..deploy import artifact
+from ..deploy.calibration import calibration_entries, check_alpha
+from ..errors import TrainingError
+from ..deploy.io import atomic_write
+from ..deploy.scorer import DEFAULT_CHUNK_ROWS
 from .scores import SampleGraph
 from .train import TrainResult
 
@@ -99,7 +100,7 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
 
     Parameters
     ----------
-    result : the output of :func:`vae_anomaly.train.train`.
+    result : the output of :func:`vae_anomaly.training.train.train`.
     alpha : false-alarm rate of ``--threshold auto`` stored in the model.
     default_score : the score used when none is named.
     rtol : relative tolerance of the torch vs onnxruntime parity check.

@@ -1,6 +1,6 @@
 """The HTTP scoring service behind ``vae-anomaly serve`` (FastAPI + uvicorn, extra ``[serve]``).
 
-Every request scores through the same :class:`~vae_anomaly.scorer.Scorer` as the CLI, so a row
+Every request scores through the same :class:`~vae_anomaly.deploy.scorer.Scorer` as the CLI, so a row
 gets the same score, p-value and flag over HTTP as from ``vae-anomaly score``.
 
 Endpoints: ``POST /score`` (JSON ``{"rows": [[...], ...]}``, or a CSV body as ``text/csv``, or
@@ -29,9 +29,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from .errors import InputValidationError, VaeAnomalyError
-from .io import parse_matrix_bytes
-from .scorer import Scorer
+from ..errors import InputValidationError, VaeAnomalyError
+from ..deploy.io import parse_matrix_bytes
+from ..deploy.scorer import Scorer
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

@@ -50,7 +50,7 @@ def top_features(terms: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's k largest per-feature terms, most anomalous first; int (n_rows, k).
 
     ``terms`` is ``ScoreResult.feature_terms``: −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j), which sum
-    to the reconstruction score (see :mod:`vae_anomaly.scores`); a NaN/inf row ranks those columns first.
+    to the reconstruction score (see :mod:`vae_anomaly.training.scores`); a NaN/inf row ranks those columns first.
     """
     k = max(1, min(int(k), terms.shape[1]))
     return np.argsort(-terms, axis=1, kind="stable")[:, :k]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputValidationError
+from ..errors import InputValidationError
 
 #: bundled dataset name -> file in vae_anomaly/data
 BUNDLED = {"cardio": "cardio.npz", "thyroid": "thyroid.npz", "breastw": "breastw.npz",

@@ -1,7 +1,7 @@
 """VAEAnomalyDetector: a scikit-learn estimator with IsolationForest's conventions.
 
 ``fit`` trains the VAE (torch, extra ``[train]``) and keeps the exported ONNX model in memory;
-scoring runs through the same :class:`~vae_anomaly.scorer.Scorer` as the CLI. ``save`` writes the
+scoring runs through the same :class:`~vae_anomaly.deploy.scorer.Scorer` as the CLI. ``save`` writes the
 ONNX model file and ``load`` reads one back, so no pickle is needed to persist it (pickling works
 too: the estimator pickles the model bytes, never an onnxruntime session).
 """
@@ -16,10 +16,10 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import artifact
-from .calibration import score_threshold
-from .io import atomic_write
-from .scorer import Scorer
+from ..deploy import artifact
+from ..deploy.calibration import score_threshold
+from ..deploy.io import atomic_write
+from ..deploy.scorer import Scorer
 
 #: checks of sklearn.utils.estimator_checks.check_estimator this estimator does not pass, and why
 _NO_FLAGS = ("the check wants some of its 300 training rows predicted -1; with alpha = 0.01 and the 60 "
@@ -84,8 +84,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit on normal rows X (n_samples >= 6, n_features); y is ignored. Returns self."""
-        from .export import build_model
-        from .train import TrainConfig, train
+        from ..training.export import build_model
+        from ..training.train import TrainConfig, train
 
         self._validate_params()
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=6)

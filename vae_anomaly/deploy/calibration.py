@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from .errors import InputValidationError
+from ..errors import InputValidationError
 
 
 #: the most calibration scores stored per score type (a seeded random subset beyond that)

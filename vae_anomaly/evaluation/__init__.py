@@ -1,0 +1,1 @@
+"""Evaluation: labelled datasets, the benchmark against other detectors, the demo and the report."""
