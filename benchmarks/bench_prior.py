@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from bench_speed import rate
+
 from vae_anomaly import Scorer
 from vae_anomaly.training.export import export_model
 from vae_anomaly.training.train import TrainConfig, train

@@ -24,7 +24,12 @@ from sklearn.metrics import roc_auc_score
 
 from vae_anomaly import Scorer
 from vae_anomaly.evaluation.benchmark import Baseline
-from vae_anomaly.evaluation.datasets import BUNDLED, bundled_path, load_labelled, semi_supervised_split
+from vae_anomaly.evaluation.datasets import (
+    BUNDLED,
+    bundled_path,
+    load_labelled,
+    semi_supervised_split,
+)
 from vae_anomaly.training.export import build_model
 from vae_anomaly.training.train import TrainConfig, train
 

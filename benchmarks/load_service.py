@@ -77,7 +77,11 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=120.0, help="cap per phase")
     args = ap.parse_args()
 
-    from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
+    from vae_anomaly.evaluation.datasets import (
+        bundled_path,
+        load_labelled,
+        semi_supervised_split,
+    )
 
     X, y = load_labelled(bundled_path("cardio"))
     tmp = tempfile.TemporaryDirectory()

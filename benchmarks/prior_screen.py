@@ -29,8 +29,10 @@ from sklearn.mixture import GaussianMixture
 
 from vae_anomaly.evaluation.benchmark import find_datasets, split
 from vae_anomaly.evaluation.datasets import load_labelled
-from vae_anomaly.training.scores import LatentMixture, ScoreGraph
-from vae_anomaly.training.train import TrainConfig, aggregate_posterior, split_rows, train
+from vae_anomaly.training.data import split_rows
+from vae_anomaly.training.graph import aggregate_posterior
+from vae_anomaly.training.scores import ScoreGraph
+from vae_anomaly.training.train import TrainConfig, train
 
 
 def gmm_prior(vae, xs: torch.Tensor, components: int, seed: int) -> torch.nn.Module:

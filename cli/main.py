@@ -1,9 +1,10 @@
-"""The ``vae-anomaly`` command line (Typer): thin commands over the library, one error funnel.
+"""The ``vae-anomaly`` command line (Typer): each command parses its arguments and makes one
+library call; one error funnel turns errors into one line and an exit code.
 
-Exit codes (DESIGN.md §6): 0 success, 1 internal error, 2 usage, 3 invalid input data,
-4 invalid or incompatible model, 5 output cannot be written, 130 SIGINT, 143 SIGTERM. Errors are
-one line on stderr; ``--debug`` shows the traceback. Only ``fit``, ``demo`` and ``benchmark``
-import torch; ``serve`` needs the [serve] extra.
+Exit codes (docs/cli.md): 0 success, 1 internal error, 2 usage, 3 invalid input data,
+4 invalid or incompatible model, 5 output cannot be written, 6 ``score --fail-on-anomaly`` flagged
+a row, 130 SIGINT, 143 SIGTERM. Errors are one line on stderr; ``--debug`` shows the traceback.
+Only ``fit``, ``demo`` and ``benchmark`` import torch; ``serve`` needs the [serve] extra.
 """
 
 from __future__ import annotations
@@ -20,15 +21,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-import numpy as np
 import typer
 
-from vae_anomaly import Scorer, ScoreResult, __version__
-from vae_anomaly.deploy import conditions
-from vae_anomaly.deploy.calibration import check_alpha
-from vae_anomaly.errors import InputValidationError, OutputWriteError, VaeAnomalyError
-from vae_anomaly.deploy.io import (ScoreWriter, atomic_write, check_output_folder, iter_matrix_chunks, output_format,
-                            read_matrix)
+from vae_anomaly import Scorer, __version__
+from vae_anomaly.errors import VaeAnomalyError
 
 app = typer.Typer(
     name="vae-anomaly",
@@ -70,6 +66,12 @@ class ConditionKind(str, Enum):
     auto = "auto"
     categorical = "categorical"
     numeric = "numeric"
+
+
+class Target(str, Enum):
+    fpr = "fpr"
+    f1 = "f1"
+    recall = "recall"
 
 
 class ScoreName(str, Enum):
@@ -154,60 +156,22 @@ def _parse_threshold(value: str) -> str | float:
         raise typer.BadParameter(f"got {value!r}; expected 'auto' or a number.") from None
 
 
-def _widths(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    """'128,128' -> (128, 128); None -> None. Raises InputValidationError for anything else."""
-    if text is None:
-        return None
-    try:
-        return tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise InputValidationError(f"--hidden: got {text!r}; expected comma-separated layer widths, "
-                                   "e.g. 128,128.") from None
-
-
-def fit_file(normal_file: Path, output: Path, *, val: Optional[Path], alpha: float, quiet: bool,
-             checkpoint: Optional[Path] = None, checkpoint_every: int = 10, resume: Optional[Path] = None,
-             condition: Optional[Path] = None, val_condition: Optional[Path] = None, condition_kind: str = "auto",
-             **config) -> dict:
-    """Read, train with a progress bar on stderr, export; return the metadata."""
+def _progress_bar(quiet: bool):
+    """A rich progress bar on stderr for fit, and the callback that drives it (started by the first
+    epoch, so input errors print no empty bar)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vae_anomaly.training.export import export_model
-    from vae_anomaly.training.train import TrainConfig, train
-
-    check_output_folder(output)  # fail before training, not after
-    check_alpha(alpha)
-    X = read_matrix(normal_file)
-    X_val = read_matrix(val) if val is not None else None
-    C = read_matrix(condition) if condition is not None else None
-    C_val = read_matrix(val_condition) if val_condition is not None else None
-    if (C is None) != (C_val is None) and X_val is not None:
-        raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
-                                   "conditions too (and only then).")
-    cfg = TrainConfig(**{k: v for k, v in config.items() if v is not None})
     bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
                    TimeElapsedColumn(), console=_err(), disable=quiet)
     task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
 
     def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
-        if not bar.live.is_started:  # started by the first epoch: input errors print no empty bar
+        if not bar.live.is_started:
             bar.start()
         bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
 
-    try:
-        result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind,
-                       config=cfg, progress=progress, name=str(normal_file),
-                       checkpoint=checkpoint if checkpoint is not None else resume,
-                       checkpoint_every=checkpoint_every, resume=resume)
-    finally:
-        bar.stop()
-    meta = export_model(result, output, alpha=alpha)
-    if not quiet:
-        s = meta["training"]
-        _err().print(f"wrote {output}: {s['n_train']} training rows, {s['n_val']} calibration rows, "
-                  f"best epoch {s['best_epoch']}/{s['epochs_run']}, {s['seconds']:.1f} s on {s['device']}")
-    return meta
+    return bar, progress
 
 
 @app.command()
@@ -252,84 +216,29 @@ def fit(
 ) -> None:
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
     with _errors():
-        fit_file(normal_file, output, val=val, alpha=alpha, quiet=quiet, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, resume=resume, val_fraction=val_fraction,
-                 epochs=epochs, latent_dim=latent_dim, hidden=_widths(hidden), seed=seed, device=device.value,
-                 beta=beta, kl_warmup=kl_warmup, batch_size=batch_size, precision=precision.value, compile=compile_,
-                 free_bits=free_bits, arch=arch.value, prior_max_rows=prior_max_rows, condition=condition,
-                 val_condition=val_condition, condition_kind=condition_kind.value)
+        from vae_anomaly.training.config import TrainConfig, parse_widths
+        from vae_anomaly.training.fit import fit_file
+
+        config = TrainConfig(val_fraction=val_fraction, epochs=epochs, latent_dim=latent_dim, hidden=parse_widths(hidden),
+                             seed=seed, device=device.value, beta=beta, kl_warmup=kl_warmup, batch_size=batch_size,
+                             precision=precision.value, compile=compile_, free_bits=free_bits, arch=arch.value,
+                             prior_max_rows=prior_max_rows)
+        bar, progress = _progress_bar(quiet)
+        try:
+            meta = fit_file(normal_file, output, config=config, val=val, alpha=alpha, condition=condition,
+                            val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,
+                            checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+        finally:
+            bar.stop()
+        if not quiet:
+            t = meta["training"]
+            _err().print(f"wrote {output}: {t['n_train']} training rows, {t['n_val']} calibration rows, "
+                         f"best epoch {t['best_epoch']}/{t['epochs_run']}, {t['seconds']:.1f} s on {t['device']}")
 
 
 class NanPolicy(str, Enum):
     raise_ = "raise"
     flag = "flag"
-
-
-def score_file(new_file: Path, model: Path, output: Optional[Path], *, threshold: str | float,
-               alpha: Optional[float], score: Optional[str], nan_policy: str = "raise", fdr: Optional[float] = None,
-               features: int = 0, summary_json: Optional[Path] = None, chunk_rows: int = 65536,
-               condition: Optional[Path] = None) -> ScoreResult:
-    """Stream NEW_FILE through the scorer in row chunks; write ``output`` (format by suffix) atomically,
-    or CSV to stdout; return the whole file's ScoreResult (scores, p-values and flags only).
-    ``condition``: a conditional model's condition file, one row per row of NEW_FILE (read whole:
-    conditions are small next to the data)."""
-    from vae_anomaly.deploy.calibration import benjamini_hochberg
-    from vae_anomaly.deploy.monitoring import batch_summary, top_features
-
-    scorer = Scorer(model)
-    conds = read_matrix(condition) if condition is not None else None
-    # a missing, needless or malformed condition file fails before any output is written
-    conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
-    fmt = output_format(output)
-    for path in (output, summary_json):
-        if path is not None:
-            check_output_folder(path)
-    parts: list[tuple] = []  # (ScoreResult, top features) per chunk
-    feature_sum, finite_rows, done = np.zeros(scorer.n_features), 0, 0
-    with contextlib.ExitStack() as stack:
-        f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
-        writer = ScoreWriter(f, fmt, top_features=features > 0)
-        for raw in iter_matrix_chunks(new_file, chunk_rows):
-            x = scorer.check_rows(raw, name=str(new_file), allow_nonfinite=nan_policy == "flag", first_row=done)
-            res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
-                                 nan_policy=nan_policy, feature_terms=features > 0,
-                                 condition=None if conds is None else conds[done : done + x.shape[0]])
-            top = top_features(res.feature_terms, features) if features > 0 else None
-            ok = np.isfinite(x).all(axis=1)
-            feature_sum += x[ok].sum(axis=0, dtype=np.float64)
-            finite_rows += int(ok.sum())
-            done += x.shape[0]
-            if fdr is None:
-                writer.write(res.scores, res.p_values, res.is_anomaly, top)
-            parts.append((res, top) if fdr is not None else (res, None))
-        if conds is not None and len(conds) != done:
-            raise InputValidationError(f"{condition}: {len(conds)} condition rows for {done} rows in {new_file}; "
-                                       "expected one condition per row, in the same order.")
-        scores = np.concatenate([r.scores for r, _ in parts]) if parts else np.empty(0, np.float32)
-        p_values = np.concatenate([r.p_values for r, _ in parts]) if parts else np.empty(0)
-        flags = np.concatenate([r.is_anomaly for r, _ in parts]) if parts else np.empty(0, bool)
-        t = parts[0][0].threshold if parts else float("nan")
-        if fdr is not None:  # BH needs every p-value of the file before any flag
-            flags, t = benjamini_hochberg(p_values, fdr) | (p_values == 0), float("nan")
-            start = 0
-            for res, top in parts:
-                n = res.scores.shape[0]
-                writer.write(res.scores, res.p_values, flags[start : start + n], top)
-                start += n
-        writer.close()
-        if output is None:
-            sys.stdout.flush()
-    result = ScoreResult(scores=scores, p_values=p_values, is_anomaly=flags, threshold=t,
-                         score_name=parts[0][0].score_name if parts else (score or scorer.default_score),
-                         alpha=parts[0][0].alpha if parts and fdr is None else None)
-    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf get p = 0
-    if n_bad:
-        warnings.warn(f"{new_file}: {n_bad} rows hold NaN or infinite values; reported as anomalous "
-                      "(score inf, p_value 0, is_anomaly 1).")
-    if summary_json is not None:
-        with atomic_write(summary_json, "w") as f:
-            json.dump(batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer), f, indent=1)
-    return result
 
 
 @app.command()
@@ -359,6 +268,8 @@ def score(
 ) -> None:
     """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
+        from vae_anomaly.deploy.batch import score_file
+
         result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
                             fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows,
@@ -373,20 +284,17 @@ def calibrate(
     val_file: Annotated[Path, typer.Argument(help="Validation rows: normal rows, or labelled with --labels.")],
     labels: Annotated[Optional[Path], typer.Option(help="0/1 label per row of VAL_FILE (1 = anomaly).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="New false-alarm rate for --threshold auto.")] = None,
-    target: Annotated[str, typer.Option(help="fpr (conformal, needs no labels), f1 or recall (need --labels).")] = "fpr",
+    target: Annotated[Target, typer.Option(help="fpr (conformal, needs no labels), f1 or recall (need --labels).")] = Target.fpr,
     recall: Annotated[float, typer.Option(help="Target recall for --target recall.")] = 0.9,
     condition: Annotated[Optional[Path], typer.Option(
         help="A conditional model's conditions, one row per row of VAL_FILE.")] = None,
 ) -> None:
     """Recompute the calibration scores and threshold from new validation data, without retraining."""
     with _errors():
-        from vae_anomaly.deploy.recalibration import recalibrate
+        from vae_anomaly.deploy.recalibration import recalibrate_file
 
-        if target not in ("fpr", "f1", "recall"):
-            raise typer.BadParameter(f"--target: got {target!r}; expected fpr, f1 or recall.")
-        y = read_matrix(labels).ravel() if labels is not None else None
-        report = recalibrate(model, read_matrix(val_file), labels=y, alpha=alpha, target=target, recall=recall,
-                             name=str(val_file), condition=read_matrix(condition) if condition else None)
+        report = recalibrate_file(model, val_file, labels=labels, condition=condition, alpha=alpha,
+                                  target=target.value, recall=recall)
         print(json.dumps(report, indent=1))
 
 
@@ -404,14 +312,9 @@ def report(
 ) -> None:
     """Score histogram against the calibration scores, top anomalous rows and features, ROC with labels."""
     with _errors():
-        from vae_anomaly.evaluation.report import write_report
+        from vae_anomaly.evaluation.report import report_file
 
-        check_output_folder(output)
-        scorer = Scorer(model)
-        x = scorer.check_rows(read_matrix(new_file), name=str(new_file))
-        y = read_matrix(labels).ravel() if labels is not None else None
-        write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
-                     condition=read_matrix(condition) if condition is not None else None)
+        report_file(new_file, model, output, labels=labels, top=top, latent=latent, condition=condition)
         _err().print(f"wrote {output}")
 
 
@@ -426,19 +329,10 @@ def sample(
 ) -> None:
     """Draw rows from the prior through the decoder (onnxruntime alone): a .npy shaped like the training rows."""
     with _errors():
-        if not str(output).lower().endswith(".npy"):
-            raise OutputWriteError(f"{output}: sample writes a .npy array; expected a path ending in .npy.")
-        check_output_folder(output)
-        scorer = Scorer(model)
-        conds = read_matrix(condition) if condition is not None else None
-        if n is None:
-            if conds is None:
-                raise typer.BadParameter("-n: how many rows to draw? Give -n N (or --condition FILE, one row each).")
-            n = len(conds)
-        rows = scorer.sample(n, condition=conds, seed=seed)
-        with atomic_write(output) as f:
-            np.save(f, rows, allow_pickle=False)
-        _err().print(f"wrote {output}: {n} rows of shape {tuple(rows.shape[1:])} drawn from the prior")
+        from vae_anomaly.deploy.batch import sample_file
+
+        rows = sample_file(model, output, n, seed=seed, condition=condition)
+        _err().print(f"wrote {output}: {len(rows)} rows of shape {tuple(rows.shape[1:])} drawn from the prior")
 
 
 @app.command()
@@ -450,53 +344,22 @@ def info(model: Annotated[Path, typer.Argument(help="Model file.")] = Path("mode
 
 @app.command()
 def demo(
-    dataset: Annotated[str, typer.Argument(help="Bundled dataset: cardio, thyroid, breastw or ionosphere.")] = "cardio",
-    out_dir: Annotated[Path, typer.Option(help="Folder for the split, the model and the scores.")] = Path("demo"),
+    datasets: Annotated[Optional[list[str]], typer.Argument(
+        help="Bundled datasets to run (default: all of them); see vae_anomaly/data/README.md.")] = None,
+    out_dir: Annotated[Path, typer.Option(help="Folder for the splits, the models and the scores.")] = Path("demo"),
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Fit on half of a bundled real dataset's normal rows, score the rest, print ROC-AUC vs IsolationForest."""
+    """Fit on half of each bundled real dataset's normal rows, score the rest, and print ROC-AUC beside
+    IsolationForest and KNN, with the means."""
     with _errors():
         from rich.console import Console
-        from rich.table import Table
-        from sklearn.ensemble import IsolationForest
-        from sklearn.metrics import average_precision_score, roc_auc_score
-        from sklearn.preprocessing import StandardScaler
 
-        from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
+        from vae_anomaly.evaluation.demo import demo_table, run_demo
 
-        X, y = load_labelled(bundled_path(dataset))
-        train_idx, test_idx = semi_supervised_split(y, seed)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {k: out_dir / f"{k}.npy" for k in ("normal", "test", "test_labels")}
-        for key, arr in (("normal", X[train_idx]), ("test", X[test_idx]), ("test_labels", y[test_idx])):
-            with atomic_write(paths[key]) as f:
-                np.save(f, arr, allow_pickle=False)
-        model_path, scores_path = out_dir / "model.onnx", out_dir / "scores.csv"
-        _err().print(f"[bold]{dataset}[/]: {len(train_idx)} normal rows to fit on; "
-                  f"{len(test_idx)} test rows ({int(y[test_idx].sum())} anomalies)")
-        _err().print(f"$ vae-anomaly fit {paths['normal']} -o {model_path}")
-        fit_file(paths["normal"], model_path, val=None, alpha=0.01, quiet=quiet, seed=seed, epochs=epochs)
-        _err().print(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
-        y_test = y[test_idx]
-        scorer = Scorer(model_path)
-        table = Table(title=f"{dataset}: held-out rows, --threshold auto (alpha={scorer.alpha})")
-        for col in ("detector", "ROC-AUC", "avg precision", "false-alarm rate", "recall"):
-            table.add_column(col)
-        results = {scorer.default_score: score_file(paths["test"], model_path, scores_path, threshold="auto",
-                                                    alpha=None, score=None)}
-        results.update({n: scorer.predict(X[test_idx], score=n) for n in scorer.score_names if n not in results})
-        for name, r in results.items():
-            table.add_row(f"vae {name}", f"{roc_auc_score(y_test, r.scores):.4f}",
-                          f"{average_precision_score(y_test, r.scores):.4f}",
-                          f"{r.is_anomaly[y_test == 0].mean():.4f}", f"{r.is_anomaly[y_test == 1].mean():.4f}")
-        scaler = StandardScaler().fit(X[train_idx])
-        forest = IsolationForest(random_state=seed).fit(scaler.transform(X[train_idx]))
-        s_if = -forest.score_samples(scaler.transform(X[test_idx]))
-        table.add_row("IsolationForest", f"{roc_auc_score(y_test, s_if):.4f}",
-                      f"{average_precision_score(y_test, s_if):.4f}", "-", "-")
-        Console().print(table)
+        Console().print(demo_table(run_demo(datasets or None, out_dir, seed=seed, epochs=epochs, quiet=quiet,
+                                            say=_err().print)))
 
 
 @app.command()
@@ -517,41 +380,33 @@ def benchmark(
     with _errors():
         from rich.console import Console
         from rich.markdown import Markdown
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-        from vae_anomaly.evaluation.benchmark import check_methods, find_datasets, plot, run_benchmark, to_markdown
-        from vae_anomaly.evaluation.datasets import BUNDLED, bundled_path
+        from vae_anomaly.evaluation.benchmark import benchmark_to_folder
 
-        datasets = find_datasets(data) if data else [(n, bundled_path(n)) for n in BUNDLED]
-        method_list = check_methods(m.strip() for m in methods.split(",") if m.strip())
-        out_dir.mkdir(parents=True, exist_ok=True)
-        total = len(datasets) * seeds
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
         t0 = time.perf_counter()
         with Progress(TextColumn("[bold]benchmark[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=_err()) as bar:
-            task = bar.add_task("", total=total)
+            task = bar.add_task("", total=None)
 
             def progress(label: str) -> None:
                 bar.update(task, advance=1, description=label)
                 if not _err().is_terminal:  # logs get one line per step instead of a live bar
-                    _err().print(f"benchmark {int(bar.tasks[0].completed)}/{total} {label} "
-                              f"({time.perf_counter() - t0:.0f} s)")
+                    _err().print(f"benchmark {int(bar.tasks[0].completed)} {label} "
+                                 f"({time.perf_counter() - t0:.0f} s)")
 
-            report = run_benchmark(datasets, methods=method_list, seeds=seeds, max_rows=max_rows,
-                                   score=score_name.value, epochs=epochs, jobs=jobs,
-                                   progress=progress)
-        report["protocol"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        with atomic_write(out_dir / "benchmark.json", "w") as f:
-            json.dump(report, f, indent=1)
-        table = to_markdown(report)
-        with atomic_write(out_dir / "benchmark.md", "w") as f:
-            f.write(table)
-        try:
-            plot(report, out_dir / "benchmark.png")
-        except ImportError:
-            warnings.warn("matplotlib is not installed, so benchmark.png was not drawn: pip install 'vae-anomaly[plot]'.")
+            report, table = benchmark_to_folder(data, out_dir, methods=method_list, seeds=seeds, max_rows=max_rows,
+                                                score=score_name.value, epochs=epochs, jobs=jobs, progress=progress)
         Console().print(Markdown(table))
-        _err().print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {report['protocol']['wall_seconds']:.0f} s")
+        _err().print(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in "
+                     f"{report['protocol']['wall_seconds']:.0f} s")
 
 
 @app.command()
@@ -565,14 +420,11 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: POST /score, /reload; GET /healthz, /readyz, /model, /metrics, /docs."""
     with _errors(on_signal="the server shut down"):
-        import uvicorn
+        from vae_anomaly.integrations.service import serve as run_service
 
-        Scorer(model)  # refuse a bad model here, with exit 4, before binding the port
-        os.environ.update(VAE_ANOMALY_MODEL=str(model.resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
-                          VAE_ANOMALY_MAX_BYTES=str(int(max_body_mb * 1024 * 1024)))
         _err().print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
-        uvicorn.run("vae_anomaly.integrations.service:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+        run_service(model, host=host, port=port, workers=workers, max_rows=max_rows,
+                    max_bytes=int(max_body_mb * 1024 * 1024))
 
 
 def main() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
+from vae_anomaly.evaluation.datasets import (
+    bundled_path,
+    load_labelled,
+    semi_supervised_split,
+)
 
 
 @pytest.fixture(scope="session")

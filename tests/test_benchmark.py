@@ -9,9 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from vae_anomaly.evaluation.benchmark import find_datasets, mean_ranks, run_benchmark, split, to_markdown
-from vae_anomaly.evaluation.datasets import bundled_path, load_labelled
 from vae_anomaly.errors import InputValidationError
+from vae_anomaly.evaluation.benchmark import (
+    find_datasets,
+    mean_ranks,
+    run_benchmark,
+    split,
+    to_markdown,
+)
+from vae_anomaly.evaluation.datasets import bundled_path, load_labelled
 
 RECORD_KEYS = {"dataset", "method", "seed", "roc_auc", "average_precision", "fit_seconds", "score_seconds",
                "n_train", "n_test", "n_anomalies"}

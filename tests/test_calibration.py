@@ -7,7 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vae_anomaly.deploy.calibration import check_alpha, conformal_p_values, score_threshold
+from vae_anomaly.deploy.calibration import (
+    check_alpha,
+    conformal_p_values,
+    score_threshold,
+)
 from vae_anomaly.errors import InputValidationError
 
 floats = st.floats(-1e6, 1e6, allow_nan=False, width=32)

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 
 from vae_anomaly import Scorer
-from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
+from vae_anomaly.evaluation.datasets import (
+    bundled_path,
+    load_labelled,
+    semi_supervised_split,
+)
 
 pytest.importorskip("torch")
 NO_TORCH = "import sys; sys.modules['torch'] = None; from vae_anomaly.cli.main import main; sys.argv[0] = 'vae-anomaly'; main()"

@@ -44,7 +44,10 @@ torch = pytest.importorskip("torch")
 def test_estimator_passes_scikit_learns_checks():
     from sklearn.utils.estimator_checks import check_estimator
 
-    from vae_anomaly.integrations.estimator import EXPECTED_FAILED_CHECKS, VAEAnomalyDetector
+    from vae_anomaly.integrations.estimator import (
+        EXPECTED_FAILED_CHECKS,
+        VAEAnomalyDetector,
+    )
 
     assert len(EXPECTED_FAILED_CHECKS) <= 3 and all(EXPECTED_FAILED_CHECKS.values())
     check_estimator(VAEAnomalyDetector(epochs=2, hidden=(32, 32), device="cpu"),

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from vae_anomaly.errors import InputValidationError, OutputWriteError
 from vae_anomaly.deploy.io import atomic_write, read_matrix
 from vae_anomaly.deploy.validation import check_array
+from vae_anomaly.errors import InputValidationError, OutputWriteError
 
 
 def test_npy_npz_and_csv_read_the_same_values(tmp_path, rng):

@@ -137,11 +137,12 @@ def test_external_data_is_refused(model_path, tmp_path):
 
 
 def test_nan_loss_stops_training_and_writes_no_model(monkeypatch, tmp_path, cardio):
-    import vae_anomaly.training.train as train_mod
+    import vae_anomaly.training.loop as loop_mod
+    from vae_anomaly.training.train import TrainConfig, train
 
-    monkeypatch.setattr(train_mod, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(loop_mod, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match="nan in epoch 1"):
-        train_mod.train(cardio[0], config=train_mod.TrainConfig(epochs=3))
+        train(cardio[0], config=TrainConfig(epochs=3))
 
 
 def test_tiny_input_trains_and_too_few_rows_is_refused(tmp_path, rng):
@@ -167,7 +168,7 @@ def test_training_is_seeded(cardio):
 @pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 20_000, 30_000, 200_000, 3_000_000])
 def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
     """The fewest epochs reaching about target_steps steps, within [min_epochs, 2000], capped by max_steps."""
-    from vae_anomaly.training.train import TrainConfig, auto_epochs
+    from vae_anomaly.training.config import TrainConfig, auto_epochs
 
     cfg = TrainConfig()
     steps_per_epoch = -(-n_train // cfg.batch_size)
@@ -353,7 +354,7 @@ def test_more_training_rows_than_prior_max_rows_keep_the_standard_normal_prior(c
 
 def test_the_prior_is_made_of_the_training_rows_posteriors(trained, cardio):
     """Components = q(z|x_i) of every training row, never of the calibration rows."""
-    from vae_anomaly.training.train import split_rows
+    from vae_anomaly.training.data import split_rows
 
     cfg = trained.summary["config"]
     tr, _ = split_rows(len(cardio[0]), cfg["val_fraction"], cfg["seed"])

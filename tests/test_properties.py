@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from vae_anomaly import Scorer
-from vae_anomaly.errors import InputValidationError
 from vae_anomaly.deploy.validation import check_array
+from vae_anomaly.errors import InputValidationError
 
 any_dtype = st.one_of(hnp.boolean_dtypes(), hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(),
                       hnp.floating_dtypes(), hnp.complex_number_dtypes(), hnp.datetime64_dtypes(),

@@ -245,7 +245,7 @@ def test_interrupt_during_a_checkpoint_write_is_raised_after_it(tmp_path, monkey
     """Ctrl-C inside torch.save's zip writer would surface as a RuntimeError; it is held until the write ends."""
     import torch
 
-    from vae_anomaly.training.train import load_checkpoint, save_checkpoint
+    from vae_anomaly.training.checkpoint import load_checkpoint, save_checkpoint
 
     real_save = torch.save
 
@@ -285,7 +285,8 @@ def test_a_checkpoint_from_before_val_samples_resumes_validating_on_all_samples(
     """Checkpoints written before TrainConfig.val_samples existed chose their best state on all L samples."""
     import json
 
-    from vae_anomaly.training.train import TrainConfig, load_checkpoint, save_checkpoint, train
+    from vae_anomaly.training.checkpoint import load_checkpoint, save_checkpoint
+    from vae_anomaly.training.train import TrainConfig, train
 
     X = cardio[0][:300]
     train(X, config=TrainConfig(epochs=2, seed=3), checkpoint=tmp_path / "ck.pt", checkpoint_every=2)

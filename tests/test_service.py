@@ -139,8 +139,8 @@ def test_model_metadata_and_openapi(server):
 
 
 def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, trained, cardio, tmp_path):
-    from vae_anomaly.training.export import export_model
     from vae_anomaly.deploy.io import atomic_write
+    from vae_anomaly.training.export import export_model
 
     base, served = server
     rows = {"rows": cardio[1][:5].tolist()}

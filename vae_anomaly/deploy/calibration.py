@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import InputValidationError
 
-
 #: the most calibration scores stored per score type (a seeded random subset beyond that)
 CALIBRATION_CAP = 20000
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scorer import Scorer, ScoreResult
+from .policy import ScoreResult
+from .scorer import Scorer
 
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 

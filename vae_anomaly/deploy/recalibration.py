@@ -8,10 +8,15 @@ import os
 import numpy as np
 
 from .. import __version__
-from . import artifact
-from . import conditions
-from .calibration import calibration_entries, check_alpha, threshold_for_target, threshold_metrics
 from ..errors import InputValidationError
+from . import artifact, conditions
+from .calibration import (
+    calibration_entries,
+    check_alpha,
+    threshold_for_target,
+    threshold_metrics,
+)
+from .io import read_matrix
 from .scorer import Scorer
 
 
@@ -75,3 +80,17 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
                              "data_sha256": hashlib.sha256(x.tobytes()).hexdigest()}
     artifact.write_model(model_path, artifact.read_model_bytes(model_path), meta, __version__)
     return report
+
+
+def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike, *,
+                     labels: str | os.PathLike | None = None, condition: str | os.PathLike | None = None,
+                     alpha: float | None = None, target: str = "fpr", recall: float = 0.9) -> dict:
+    """:func:`recalibrate` on rows read from files: the library call behind ``vae-anomaly calibrate``.
+
+    ``val_file`` holds the validation rows, ``labels`` a 0/1 label per row (1 = anomaly) and
+    ``condition`` a conditional model's condition per row, in any format
+    :func:`~vae_anomaly.deploy.io.read_matrix` reads. Returns and raises as :func:`recalibrate`.
+    """
+    y = read_matrix(labels).ravel() if labels is not None else None
+    return recalibrate(model_path, read_matrix(val_file), labels=y, alpha=alpha, target=target, recall=recall,
+                       name=str(val_file), condition=read_matrix(condition) if condition is not None else None)

@@ -1,61 +1,21 @@
-"""Scorer: load a model file and score rows with onnxruntime and numpy only (the deploy path).
+"""Scorer: a loaded model file plus the decision policy, with onnxruntime and numpy only (the deploy path).
 
-Every entry point (CLI, library, later HTTP and Dask) scores through this class, so the same row
-gets the same score everywhere. Importing this module never imports torch.
+Every entry point (CLI, library, HTTP, Dask, the estimator) scores through this class, so the same
+row gets the same score everywhere. Importing this module never imports torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
+from ..errors import InputValidationError
 from . import artifact
-from . import conditions
-from .calibration import (benjamini_hochberg, check_alpha, conformal_p_values, score_threshold,
-                          warn_if_undetectable)
-from ..errors import InputValidationError, ModelArtifactError
-from .validation import check_array, flatten_rows
-
-#: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
-#: 111k rows/s at 1024 vs 82k at 4096 for a 64-feature model, 16 samples, 2 cores)
-DEFAULT_CHUNK_ROWS = 1024
-#: elements of a chunk's (rows, L, M) tensor of latent-prior terms, at most: a model whose prior is
-#: the aggregate posterior of M training rows is run on fewer rows per call (4 MB intermediates)
-PRIOR_CHUNK_ELEMENTS = 2**20
+from .calibration import conformal_p_values
+from .model_file import DEFAULT_CHUNK_ROWS, ModelFile
+from .policy import ScoreResult, auto_threshold, decide
 
 
-@dataclass(frozen=True)
-class ScoreResult:
-    """Scores of a batch of rows.
-
-    Attributes
-    ----------
-    scores : float32, shape (n_rows,); higher = more anomalous (units: nats).
-    p_values : float64, shape (n_rows,); conformal p-values, lower = more anomalous.
-    is_anomaly : bool, shape (n_rows,); ``scores > threshold`` (a row with NaN/inf under
-        ``nan_policy="flag"`` has score +inf and p-value 0 and is always flagged).
-    threshold : the score threshold used (``inf`` when nothing can be flagged, NaN under ``fdr``).
-    score_name : which score ("neg-elbo", "recon-prob" or "iwae").
-    alpha : the false-alarm rate of ``threshold="auto"``, or None for a fixed threshold.
-    feature_terms : float32, shape (n_rows, n_features), when asked for: the per-feature terms
-        (nats, higher = that feature more anomalous; a NaN/inf row has +inf in those columns and 0
-        elsewhere); else None.
-    """
-
-    scores: np.ndarray
-    p_values: np.ndarray
-    is_anomaly: np.ndarray
-    threshold: float
-    score_name: str
-    alpha: float | None
-    feature_terms: np.ndarray | None = None
-
-
-class Scorer:
+class Scorer(ModelFile):
     """A loaded vae-anomaly model: scores, conformal p-values and flags for new rows.
 
     Parameters
@@ -75,217 +35,9 @@ class Scorer:
     >>> result.scores, result.p_values, result.is_anomaly  # doctest: +SKIP
     """
 
-    def __init__(self, model_path: str | os.PathLike = "model.onnx", *, intra_op_threads: int | None = None):
-        self.path = Path(model_path)
-        self._load(artifact.read_model_bytes(self.path), str(self.path), intra_op_threads)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, *, name: str = "model", intra_op_threads: int | None = None) -> "Scorer":
-        """A Scorer from the bytes of a model file (same checks as loading the file)."""
-        scorer = cls.__new__(cls)
-        scorer.path = Path(name)
-        scorer._load(data, name, intra_op_threads)
-        return scorer
-
-    def _load(self, data: bytes, name: str, intra_op_threads: int | None) -> None:
-        self._graph, self.metadata = artifact.parse_model(data, name)
-        #: the first 16 hex digits of the model file's SHA-256: which model answered
-        self.model_id = hashlib.sha256(data).hexdigest()[:16]
-        self._name, self._threads = name, intra_op_threads
-        training = self.metadata.get("training", {})
-        components = training.get("latent_prior", {}).get("components", 0)
-        samples = training.get("config", {}).get("n_samples", 1)
-        self._max_chunk_rows = max(1, PRIOR_CHUNK_ELEMENTS // (components * samples)) if components else None
-        self._sessions: dict[tuple[str, ...], object] = {}
-        self._calibration = {
-            s: np.asarray(self.metadata["calibration"][s], dtype=np.float64) for s in self.score_names
-        }
-        self._session([artifact.SCORE_OUTPUTS[self.default_score]])  # a graph onnxruntime refuses fails here
-
-    def _session(self, outputs: list[str]):
-        """The onnxruntime session of the graph pruned to ``outputs``, created on first use.
-
-        onnxruntime runs every node of a graph whatever outputs a call asks for, so a score-only
-        call on the whole graph would also pay for the per-feature terms (measured: 10% of the
-        time); each output set gets a session holding only the nodes it needs.
-        """
-        key = tuple(outputs)
-        if key not in self._sessions:
-            import onnx.utils
-            import onnxruntime as ort
-
-            if key == (artifact.SAMPLE_OUTPUT,):
-                pruned = artifact.sampler_model(self._graph, self._name)
-            else:
-                pruned = onnx.utils.Extractor(self._graph).extract_model(self._inputs, list(key))
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if self._threads is not None:
-                options.intra_op_num_threads = int(self._threads)
-            try:
-                self._sessions[key] = ort.InferenceSession(pruned.SerializeToString(), options,
-                                                           providers=["CPUExecutionProvider"])
-            except Exception as e:  # onnxruntime raises its own pybind exception types
-                raise ModelArtifactError(
-                    f"{self._name}: onnxruntime cannot load the graph ({str(e).splitlines()[0][:200]})."
-                ) from None
-        return self._sessions[key]
-
-    @property
-    def n_features(self) -> int:
-        """Number of input columns the model expects (an image's pixels, flattened)."""
-        return int(self.metadata["n_features"])
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input row as fitted: (n_features,), or (H, W) / (C, H, W) for images."""
-        return tuple(self.metadata.get("input_shape") or (self.n_features,))
-
-    @property
-    def condition(self) -> dict | None:
-        """The condition spec of a conditional model (see :mod:`vae_anomaly.deploy.conditions`), else None."""
-        return self.metadata.get("condition")
-
-    @property
-    def _inputs(self) -> list[str]:
-        return [artifact.INPUT_NAME] + ([artifact.CONDITION_NAME] if self.condition else [])
-
-    def check_rows(self, X, *, name: str = "X", allow_nonfinite: bool = False, first_row: int = 0,
-                   min_rows: int = 0) -> np.ndarray:
-        """Rows this model can score: float32, C-ordered, shape (n_rows, n_features); images given as
-        (n_rows, *input_shape) are flattened. The other arguments are those of
-        :func:`~vae_anomaly.deploy.validation.check_array`.
-
-        Raises
-        ------
-        InputValidationError : not numeric, wrong shape or column count, NaN/inf (unless allowed).
-        """
-        return check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
-                           allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows)
-
-    def _rows(self, X, name: str, condition=None, *, allow_nonfinite: bool = False
-              ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Validated graph inputs: rows float32 (n, n_features) and encoded conditions or None."""
-        x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite)
-        return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
-
-    @property
-    def score_names(self) -> list[str]:
-        """Score types the model provides, e.g. ["neg-elbo", "recon-prob", "iwae"]."""
-        return list(self.metadata["score_names"])
-
-    @property
-    def default_score(self) -> str:
-        """The score used when none is named."""
-        return str(self.metadata["default_score"])
-
-    @property
-    def alpha(self) -> float:
-        """The false-alarm rate stored at fit time for ``threshold="auto"``."""
-        return float(self.metadata["alpha"])
-
-    def _resolve_score(self, score: str | None) -> str:
-        score = self.default_score if score is None else score
-        if score not in self.score_names:
-            raise InputValidationError(
-                f"score: got {score!r}; expected one of {', '.join(self.score_names)}."
-            )
-        return score
-
-    def _run(self, x: np.ndarray, outputs: list[str], chunk_rows: int, c: np.ndarray | None = None
-             ) -> list[np.ndarray]:
-        """Run the graph on validated rows (float32, C-ordered, finite) [and conditions] in chunks."""
-        parts: list[list[np.ndarray]] = [[] for _ in outputs]
-        session = self._session(outputs)
-        if self._max_chunk_rows is not None:
-            chunk_rows = min(chunk_rows, self._max_chunk_rows)
-        for start in range(0, x.shape[0], chunk_rows):
-            feeds = {artifact.INPUT_NAME: x[start : start + chunk_rows]}
-            if c is not None:
-                feeds[artifact.CONDITION_NAME] = c[start : start + chunk_rows]
-            res = session.run(outputs, feeds)
-            for acc, r in zip(parts, res):
-                acc.append(r)
-        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features),
-                  artifact.LATENT_OUTPUT: (0, int(self.metadata.get("latent_dim", 0)))}
-        return [
-            np.concatenate(acc) if acc else np.empty(shapes.get(o, (0,)), dtype=np.float32)
-            for acc, o in zip(parts, outputs)
-        ]
-
-    def score_samples(self, X, *, score: str | None = None, name: str = "X", condition=None,
-                      chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """Anomaly scores, higher = more anomalous.
-
-        Parameters
-        ----------
-        X : array-like, shape (n_rows, n_features), raw features (any numeric dtype); an image
-            model also takes (n_rows, *input_shape).
-        score : "neg-elbo", "recon-prob" or "iwae"; None = the model's default.
-        condition : a conditional model's conditions, one per row (ids (n,), one-hot (n, K) or
-            numeric (n, m)); must be None for an unconditional model.
-        name : how X is named in error messages.
-        chunk_rows : rows per onnxruntime call (memory, not results, depends on it); at most
-            2²⁰ / (L·M) for a model whose latent prior has M components.
-
-        Returns
-        -------
-        float32 array, shape (n_rows,), in nats. Each score is a pure function of its row.
-
-        Raises
-        ------
-        InputValidationError : X is not a finite numeric (n_rows, n_features) matrix, or the
-            conditions do not fit the model.
-        """
-        score = self._resolve_score(score)
-        x, c = self._rows(X, name, condition)
-        return self._run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows, c)[0]
-
-    def feature_terms(self, X, *, name: str = "X", condition=None,
-                      chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)) + log scale_j.
-
-        Returns float32, shape (n_rows, n_features), in nats; each row sums to its "recon-prob"
-        score. Higher = that feature (an image's pixel) is more anomalous.
-        """
-        x, c = self._rows(X, name, condition)
-        return self._run(x, [artifact.FEATURE_TERMS_OUTPUT], chunk_rows, c)[0]
-
-    def latent_means(self, X, *, name: str = "X", condition=None,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """The encoder's means μ(x) of q(z|x[, c]): float32, shape (n_rows, latent_dim).
-
-        Raises
-        ------
-        ModelArtifactError : a model file written before the graph had this output (re-fit).
-        """
-        if "latent_dim" not in self.metadata:
-            raise ModelArtifactError(f"{self._name}: the model has no latent_mean output; re-fit it with "
-                                     "this vae-anomaly.")
-        x, c = self._rows(X, name, condition)
-        return self._run(x, [artifact.LATENT_OUTPUT], chunk_rows, c)[0]
-
-    def sample(self, n: int, *, condition=None, seed: int = 0) -> np.ndarray:
-        """``n`` rows generated from the prior through the decoder (torch-free): decoder means
-        μ_x(z) at z ~ p(z|c), on the raw scale, float32, shape (n, *input_shape).
-
-        Raises
-        ------
-        InputValidationError : n < 0, or conditions that do not fit the model.
-        ModelArtifactError : the file holds no generation graph.
-        """
-        if n < 0:
-            raise InputValidationError(f"-n: got {n}; expected a number of rows >= 0.")
-        c = conditions.encode(condition, self.condition, n, "sample conditions")
-        noise = np.random.default_rng(seed).standard_normal((n, int(self.metadata["latent_dim"])), dtype=np.float32)
-        session = self._session([artifact.SAMPLE_OUTPUT])
-        feeds = {artifact.NOISE_INPUT: noise, **({} if c is None else {artifact.CONDITION_NAME: c})}
-        out = session.run([artifact.SAMPLE_OUTPUT], feeds)[0] if n else np.empty((0, self.n_features), np.float32)
-        return out.reshape(n, *self.input_shape)
-
     def p_values(self, scores: np.ndarray, *, score: str | None = None) -> np.ndarray:
         """Conformal p-values of scores against the model's calibration scores (float64, (n,))."""
-        return conformal_p_values(scores, self._calibration[self._resolve_score(score)])
+        return conformal_p_values(scores, self.calibration[self.resolve_score(score)])
 
     def threshold(self, *, score: str | None = None, alpha: float | None = None) -> float:
         """The score threshold of ``--threshold auto``: flag a row when its score is greater.
@@ -295,14 +47,12 @@ class Scorer:
         labelled data (``vae-anomaly calibrate --target``) stores that threshold instead, used when
         ``alpha`` is None.
         """
-        score = self._resolve_score(score)
-        rule = self.metadata.get("auto_threshold")
-        if alpha is None and rule and rule["score"] == score:
-            return float(rule["value"])
-        cal = self._calibration[score]
-        alpha = self.alpha if alpha is None else check_alpha(alpha)
-        warn_if_undetectable(alpha, cal.size)
-        return score_threshold(cal, alpha)
+        score = self.resolve_score(score)
+        return self._auto_threshold(score, alpha)[0]
+
+    def _auto_threshold(self, score: str, alpha: float | None) -> tuple[float, float | None]:
+        return auto_threshold(self.calibration[score], score=score, alpha=alpha, model_alpha=self.alpha,
+                              rule=self.metadata.get("auto_threshold"))
 
     def predict(self, X, *, score: str | None = None, threshold: str | float = "auto",
                 alpha: float | None = None, name: str = "X", nan_policy: str = "raise",
@@ -332,40 +82,21 @@ class Scorer:
         ------
         InputValidationError : bad X, unknown score, alpha outside (0, 1), unknown nan_policy.
         """
-        score = self._resolve_score(score)
+        score = self.resolve_score(score)
         if nan_policy not in ("raise", "flag"):
             raise InputValidationError(f"nan_policy: got {nan_policy!r}; expected 'raise' or 'flag'.")
-        x, c = self._rows(X, name, condition, allow_nonfinite=nan_policy == "flag")
+        x, c = self.rows(X, name, condition, allow_nonfinite=nan_policy == "flag")
         bad = ~np.isfinite(x).all(axis=1)
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
         good = x[~bad] if bad.any() else x
         good_c = c[~bad] if c is not None and bad.any() else c
         outputs = [artifact.SCORE_OUTPUTS[score]] + ([artifact.FEATURE_TERMS_OUTPUT] if feature_terms else [])
-        ran = self._run(good, outputs, chunk_rows, good_c)
+        ran = self.run(good, outputs, chunk_rows, good_c)
         scores[~bad] = ran[0]
         terms = None
         if feature_terms:
             terms = np.where(np.isfinite(x), np.float32(0), np.float32(np.inf))
             terms[~bad] = ran[1]
-        if threshold == "auto":
-            rule = self.metadata.get("auto_threshold")
-            t = self.threshold(score=score, alpha=alpha)
-            if alpha is None and not (rule and rule["score"] == score):
-                alpha = self.alpha
-        else:
-            t, alpha = float(threshold), None
-        p_values = self.p_values(scores, score=score)
-        p_values[bad] = 0.0
-        if fdr is not None:
-            flags, t = benjamini_hochberg(p_values, fdr), float("nan")
-        else:
-            flags = scores > t
-        return ScoreResult(
-            scores=scores,
-            p_values=p_values,
-            is_anomaly=flags | bad,
-            threshold=t,
-            score_name=score,
-            alpha=alpha,
-            feature_terms=terms,
-        )
+        t, alpha = self._auto_threshold(score, alpha) if threshold == "auto" else (float(threshold), None)
+        return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,
+                      feature_terms=terms)

@@ -16,6 +16,7 @@ in file order, and small datasets are not bootstrapped. Per dataset and seed:
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -32,8 +33,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
 from ..deploy.artifact import SCORE_OUTPUTS
-from .datasets import load_labelled, semi_supervised_split
 from ..errors import InputValidationError
+from .datasets import load_labelled, semi_supervised_split
 
 #: the scikit-learn baselines, each on standardized inputs
 BASELINES = ("iforest", "knn", "lof", "ocsvm")
@@ -139,8 +140,8 @@ def _run_vae(vae_methods: list[str], default_score: str, X_tr, X_te, y_te, seed:
              epochs: int | None, threads: int | None) -> list[dict]:
     import torch
 
-    from ..training.export import build_model
     from ..deploy.scorer import Scorer
+    from ..training.export import build_model
     from ..training.train import TrainConfig, train
 
     if threads:
@@ -318,3 +319,41 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
+
+
+def benchmark_to_folder(data: Iterable[str | os.PathLike] | None, out_dir: str | os.PathLike, *,
+                        methods: Iterable[str] = DEFAULT_METHODS, seeds: int = 3, max_rows: int = 50_000,
+                        score: str = "neg-elbo", epochs: int | None = None, jobs: int = 1,
+                        progress: Callable[[str], None] | None = None) -> tuple[dict, str]:
+    """Run :func:`run_benchmark` and write benchmark.json, benchmark.md and benchmark.png to ``out_dir``.
+
+    The library call behind ``vae-anomaly benchmark``. ``data``: folders of, or single, labelled
+    .npz files (None = the bundled datasets). Returns (the report, the Markdown table). The PNG is
+    skipped with a warning when matplotlib is not installed.
+
+    Raises
+    ------
+    InputValidationError : unknown methods, bad settings, unreadable or missing datasets.
+    OutputWriteError : ``out_dir`` cannot be written.
+    """
+    from ..deploy.io import atomic_write
+    from .datasets import BUNDLED, bundled_path
+
+    methods = check_methods(methods)  # before anything is written
+    datasets = find_datasets(data) if data else [(n, bundled_path(n)) for n in BUNDLED]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report = run_benchmark(datasets, methods=methods, seeds=seeds, max_rows=max_rows, score=score, epochs=epochs,
+                           jobs=jobs, progress=progress)
+    report["protocol"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    with atomic_write(out / "benchmark.json", "w") as f:
+        json.dump(report, f, indent=1)
+    table = to_markdown(report)
+    with atomic_write(out / "benchmark.md", "w") as f:
+        f.write(table)
+    try:
+        plot(report, out / "benchmark.png")
+    except ImportError:
+        warnings.warn("matplotlib is not installed, so benchmark.png was not drawn: pip install 'vae-anomaly[plot]'.")
+    return report, table

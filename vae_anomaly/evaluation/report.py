@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputValidationError, OutputWriteError
-from ..deploy.io import atomic_write
+from ..deploy.io import atomic_write, check_output_folder, read_matrix
 from ..deploy.monitoring import top_features
 from ..deploy.scorer import Scorer
+from ..errors import InputValidationError, OutputWriteError
 
 
 def latent_projection(means: np.ndarray) -> tuple[np.ndarray, str]:
@@ -133,3 +133,20 @@ def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labe
             f"<th>is_anomaly</th><th>top features</th></tr>{rows}</table></body></html>")
     with atomic_write(path, "w") as f:
         f.write(page)
+
+
+def report_file(new_file: str | os.PathLike, model: str | os.PathLike, output: str | os.PathLike, *,
+                labels: str | os.PathLike | None = None, top: int = 10, latent: bool = False,
+                condition: str | os.PathLike | None = None) -> None:
+    """:func:`write_report` for rows read from a file: the library call behind ``vae-anomaly report``.
+
+    ``labels`` (0/1 per row) and ``condition`` (one per row) are files too. Raises as
+    :func:`write_report`, plus ModelArtifactError for a bad model and InputValidationError for
+    rows the model cannot score.
+    """
+    check_output_folder(output)
+    scorer = Scorer(model)
+    x = scorer.check_rows(read_matrix(new_file), name=str(new_file))
+    y = read_matrix(labels).ravel() if labels is not None else None
+    write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
+                 condition=read_matrix(condition) if condition is not None else None)

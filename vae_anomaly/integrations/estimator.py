@@ -9,17 +9,18 @@ too: the estimator pickles the model bytes, never an onnxruntime session).
 from __future__ import annotations
 
 import os
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..deploy import artifact
-from ..deploy.calibration import score_threshold
+from ..deploy.calibration import check_alpha, score_threshold
 from ..deploy.io import atomic_write
 from ..deploy.scorer import Scorer
+from ..errors import InputValidationError
+from ..training.config import TrainConfig, check_config
 
 #: checks of sklearn.utils.estimator_checks.check_estimator this estimator does not pass, and why
 _NO_FLAGS = ("the check wants some of its 300 training rows predicted -1; with alpha = 0.01 and the 60 "
@@ -60,17 +61,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     score_samples = −(the VAE score): lower = more abnormal, as in IsolationForest.
     """
 
-    _parameter_constraints: dict = {
-        "epochs": [Interval(Integral, 1, None, closed="left"), None],
-        "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
-        "hidden": [tuple, list, None],
-        "alpha": [Interval(Real, 0, 1, closed="neither")],
-        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
-        "score_type": [StrOptions(set(artifact.SCORE_OUTPUTS))],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-    }
-
     def __init__(self, epochs=None, latent_dim=None, hidden=None, alpha=0.01, contamination="auto",
                  score_type="neg-elbo", random_state=0, device="auto"):
         self.epochs = epochs
@@ -84,13 +74,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit on normal rows X (n_samples >= 6, n_features); y is ignored. Returns self."""
-        from ..training.export import build_model
-        from ..training.train import TrainConfig, train
+        from ..training.export import build_model  # torch: only fit needs it
+        from ..training.train import train
 
-        self._validate_params()
+        cfg = self._check_params()
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=6)
-        cfg = TrainConfig(epochs=self.epochs, latent_dim=self.latent_dim, seed=self.random_state, device=self.device,
-                          hidden=None if self.hidden is None else tuple(self.hidden))
         self.model_bytes_, _ = build_model(train(X, config=cfg), alpha=self.alpha, default_score=self.score_type)
         self._scorer = Scorer.from_bytes(self.model_bytes_)
         if self.contamination == "auto":
@@ -98,6 +86,20 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         else:
             self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
         return self
+
+    def _check_params(self) -> TrainConfig:
+        """Validate the parameters (as scikit-learn does, in ``fit``) with the CLI's checks; the
+        training settings they give. InputValidationError (a ValueError) names the bad one."""
+        check_alpha(self.alpha)
+        if not (self.contamination == "auto" or (isinstance(self.contamination, Real)
+                                                 and 0 < self.contamination <= 0.5)):
+            raise InputValidationError(f"contamination: got {self.contamination!r}; expected 'auto' or a "
+                                       "float in (0, 0.5].")
+        if self.score_type not in artifact.SCORE_OUTPUTS:
+            raise InputValidationError(f"score_type: got {self.score_type!r}; expected one of "
+                                       f"{', '.join(artifact.SCORE_OUTPUTS)}.")
+        return check_config(TrainConfig(epochs=self.epochs, latent_dim=self.latent_dim, seed=self.random_state,
+                                        device=self.device, hidden=None if self.hidden is None else tuple(self.hidden)))
 
     def score_samples(self, X):
         """−(VAE score) per row, shape (n_samples,), float64: lower = more abnormal."""

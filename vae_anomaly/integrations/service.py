@@ -26,12 +26,18 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import InputValidationError, VaeAnomalyError
 from ..deploy.io import parse_matrix_bytes
 from ..deploy.scorer import Scorer
+from ..errors import InputValidationError, VaeAnomalyError
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -239,3 +245,19 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ["VAE_ANOMALY_MODEL"],
                       max_rows=int(os.environ.get("VAE_ANOMALY_MAX_ROWS", DEFAULT_MAX_ROWS)),
                       max_bytes=int(os.environ.get("VAE_ANOMALY_MAX_BYTES", DEFAULT_MAX_BYTES)))
+
+
+def serve(model_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Run the service with uvicorn until interrupted: the library call behind ``vae-anomaly serve``.
+
+    The model is loaded once here first, so a bad model is refused (ModelArtifactError) before the
+    port is bound; each of the ``workers`` processes then builds its app from the environment.
+    """
+    import uvicorn
+
+    Scorer(model_path)
+    os.environ.update(VAE_ANOMALY_MODEL=str(Path(model_path).resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
+                      VAE_ANOMALY_MAX_BYTES=str(max_bytes))
+    uvicorn.run("vae_anomaly.integrations.service:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="warning")

@@ -17,9 +17,9 @@ import torch
 from .. import __version__
 from ..deploy import artifact
 from ..deploy.calibration import calibration_entries, check_alpha
-from ..errors import TrainingError
 from ..deploy.io import atomic_write
-from ..deploy.scorer import DEFAULT_CHUNK_ROWS
+from ..deploy.model_file import DEFAULT_CHUNK_ROWS
+from ..errors import TrainingError
 from .scores import SampleGraph
 from .train import TrainResult
 

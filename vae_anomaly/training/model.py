@@ -63,8 +63,8 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
     """Default sizes as functions of n_features d.
 
     Three hidden layers of width 256 (the decoder mirrors them); latent size ceil(d/4) within
-    [2, 16]; a per-feature decoder variance floored at 0.01. Chosen by measuring on
-    ../shared/datasets (README "How the defaults were chosen"): a per-feature variance beat a
+    [2, 16]; a per-feature decoder variance floored at 0.01. Chosen by measuring on the benchmark
+    datasets (benchmarks/README.md, "How the defaults were chosen"): a per-feature variance beat a
     per-row one by 0.025 mean ROC-AUC over 15 datasets (0.887 vs 0.862; the per-row variance lets
     the decoder explain an anomaly away with a large variance); three layers of 256 beat the
     earlier two layers of width 2d (a power of two within [64, 256]) over 32 datasets × 3 seeds;
@@ -72,12 +72,10 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
 
     With ``image_shape`` (C, H, W) the architecture is convolutional ("conv"): the same latent
     size rule, one fully connected layer of width 2d (a power of two within [64, 256]) after the
-    convolutions. ``hidden`` overrides the widths (e.g. (128, 128)).
+    convolutions. ``hidden`` overrides the widths (e.g. (128, 128)). The settings are checked
+    before, by :func:`vae_anomaly.training.config.check_config` and
+    :func:`vae_anomaly.training.data.prepare`.
     """
-    if decoder_variance not in ("feature", "row"):
-        raise ValueError(f"decoder_variance: got {decoder_variance!r}; expected 'feature' or 'row'.")
-    if image_shape is not None and decoder_variance != "feature":
-        raise ValueError("decoder_variance: the convolutional VAE supports only 'feature'.")
     if hidden is None:
         width = int(min(256, max(64, 2 ** math.ceil(math.log2(max(2 * n_features, 1))))))
         hidden = (256, 256, 256) if image_shape is None else (width, width)

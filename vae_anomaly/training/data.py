@@ -1,0 +1,122 @@
+"""Data preparation for training: checks, the seeded train/validation split, standardization.
+
+Everything here is numpy; the fit loop gets float32 arrays that are already validated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..deploy import conditions
+from ..deploy.validation import check_array, flatten_rows
+from ..errors import InputValidationError
+from .config import MIN_CALIBRATION_ROWS, TrainConfig
+
+
+@dataclass
+class PreparedData:
+    """Validated training and validation rows.
+
+    Attributes
+    ----------
+    x_train, x_val : float32, (n_train, d) and (n_val, d), raw (unstandardized) rows.
+    c_train, c_val : float32 encoded conditions of those rows, or None (unconditional).
+    spec : the condition spec (:mod:`vae_anomaly.deploy.conditions`) or None.
+    row_shape : shape of one input row as given, e.g. (d,) or an image's (H, W) / (C, H, W).
+    image_shape : (C, H, W) for a convolutional model, else None.
+    fingerprint : SHA-256 hex of X's rows (and conditions): which data a checkpoint belongs to.
+    n_rows : rows given in X, plus the separate validation rows if any.
+    """
+
+    x_train: np.ndarray
+    x_val: np.ndarray
+    c_train: np.ndarray | None
+    c_val: np.ndarray | None
+    spec: dict | None
+    row_shape: tuple[int, ...]
+    image_shape: tuple[int, int, int] | None
+    fingerprint: str
+    n_rows: int
+
+
+def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of row indices into (train, val); val has ceil(fraction·n) rows, >= 5."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputValidationError(f"--val-fraction: got {val_fraction}; expected 0 < F < 1, e.g. 0.2.")
+    n_val = max(MIN_CALIBRATION_ROWS, math.ceil(val_fraction * n))
+    if n - n_val < 1:
+        raise InputValidationError(
+            f"X has {n} rows; expected at least {MIN_CALIBRATION_ROWS + 1} (one to train on and "
+            f"{MIN_CALIBRATION_ROWS} to calibrate on). Provide more normal rows."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (float64) of training rows; zero std -> 1."""
+    loc = x.mean(axis=0, dtype=np.float64)
+    scale = x.std(axis=0, dtype=np.float64)
+    scale[~(scale > 1e-12)] = 1.0
+    return loc, scale
+
+
+def image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int, int] | None:
+    """(C, H, W) for a convolutional model of rows of ``shape``, or None for an MLP.
+
+    Raises
+    ------
+    InputValidationError : ``arch="conv"`` for rows that are not images.
+    """
+    if arch == "mlp" or (arch == "auto" and len(shape) <= 1):
+        return None
+    if len(shape) not in (2, 3):
+        raise InputValidationError(f"{name}: --arch conv needs images, (n, H, W) or (n, C, H, W); got rows of "
+                                   f"shape {shape}. Reshape the data, or use --arch mlp.")
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+
+def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=None,
+            condition_kind: str = "auto", name: str = "X") -> PreparedData:
+    """Validate the rows (and conditions) and split off the validation rows.
+
+    Parameters
+    ----------
+    X : array-like (n_rows, n_features) or images (n_rows, H, W) / (n_rows, C, H, W), any numeric dtype.
+    cfg : the (checked) training settings: ``arch``, ``val_fraction``, ``seed``, ``decoder_variance``.
+    X_val : separate validation rows; None = a seeded ``cfg.val_fraction`` of X (:func:`split_rows`).
+    condition, condition_val, condition_kind : conditions of X's and X_val's rows (see
+        :mod:`vae_anomaly.deploy.conditions`).
+    name : how X is named in errors.
+
+    Raises
+    ------
+    InputValidationError : non-numeric or non-finite rows, too few rows, mismatched conditions,
+        images with ``decoder_variance="row"``.
+    """
+    row_shape = tuple(int(v) for v in np.shape(X)[1:])
+    image = image_shape(row_shape, cfg.arch, name)
+    if image is not None and cfg.decoder_variance != "feature":
+        raise InputValidationError("--decoder-variance: the convolutional VAE supports only 'feature'.")
+    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1)
+    spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
+    c_all = conditions.encode(condition, spec, len(x_all))
+    fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()
+    if X_val is None:
+        if condition_val is not None:
+            raise InputValidationError("validation conditions were given without validation rows (--val).")
+        tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)
+        x_train, x_val = x_all[tr], x_all[va]
+        c_train, c_val = (None, None) if c_all is None else (c_all[tr], c_all[va])
+    else:
+        x_train, c_train = x_all, c_all
+        x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
+                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS)
+        c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
+    return PreparedData(x_train=x_train, x_val=x_val, c_train=c_train, c_val=c_val, spec=spec,
+                        row_shape=row_shape, image_shape=image, fingerprint=fingerprint,
+                        n_rows=int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])))
