@@ -331,6 +331,8 @@ def sample(
     with _errors():
         from vae_anomaly.deploy.batch import sample_file
 
+        if n is None and condition is None:
+            raise typer.BadParameter("-n: how many rows to draw? Give -n N (or --condition FILE, one row each).")
         rows = sample_file(model, output, n, seed=seed, condition=condition)
         _err().print(f"wrote {output}: {len(rows)} rows of shape {tuple(rows.shape[1:])} drawn from the prior")
 

@@ -1,4 +1,4 @@
-"""The exception hierarchy and the exit code each class maps to (DESIGN.md §6).
+"""The exception hierarchy and the exit code each class maps to (docs/reliability.md, "Errors and exit codes").
 
 Every error the library raises on purpose is a :class:`VaeAnomalyError`. Messages follow
 scikit-learn's pattern: name the input, say what was expected, what was found, and the fix.

@@ -1,4 +1,4 @@
-"""The model file: one self-contained ONNX graph with JSON metadata (DESIGN.md §4; no torch).
+"""The model file: one self-contained ONNX graph with JSON metadata (docs/model-file.md; no torch).
 
 Graph contract (schema version 1):
 

@@ -148,7 +148,7 @@ def sample_file(model: str | os.PathLike, output: str | os.PathLike, n: int | No
     conds = read_matrix(condition) if condition is not None else None
     if n is None:
         if conds is None:
-            raise InputValidationError("-n: how many rows to draw? Give -n N (or --condition FILE, one row each).")
+            raise InputValidationError("n: how many rows to draw? Give n (or a condition file, one row each).")
         n = len(conds)
     rows = scorer.sample(n, condition=conds, seed=seed)
     with atomic_write(output) as f:

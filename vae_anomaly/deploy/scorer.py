@@ -18,15 +18,10 @@ from .policy import ScoreResult, auto_threshold, decide
 class Scorer(ModelFile):
     """A loaded vae-anomaly model: scores, conformal p-values and flags for new rows.
 
-    Parameters
-    ----------
-    model_path : path to a ``model.onnx`` written by ``vae-anomaly fit``.
-    intra_op_threads : onnxruntime intra-op threads; None lets onnxruntime choose.
-
-    Raises
-    ------
-    ModelArtifactError
-        Missing, corrupted, unsafe (external data) or incompatible model file (exit code 4).
+    ``Scorer(model_path, intra_op_threads=None)`` loads and checks the file as
+    :class:`~vae_anomaly.deploy.model_file.ModelFile` does (ModelArtifactError, exit code 4, for a
+    missing, corrupted, unsafe or incompatible file) and adds the decision policy of
+    :mod:`vae_anomaly.deploy.policy`.
 
     Examples
     --------

@@ -1,7 +1,7 @@
 """The benchmark protocol: the VAE against the detectors people use today, on labelled datasets.
 
 Semi-supervised protocol after Livernoche et al., "On Diffusion Modeling for Anomaly Detection",
-ICLR 2024, Table 1, with two differences stated in the README: the split is random (seeded), not
+ICLR 2024, Table 1, with two differences stated in benchmarks/README.md ("Benchmark"): the split is random (seeded), not
 in file order, and small datasets are not bootstrapped. Per dataset and seed:
 
 1. subsample to ``max_rows`` rows (seeded) when larger;
