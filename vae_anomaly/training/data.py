@@ -44,9 +44,14 @@ class PreparedData:
 
 
 def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of row indices into (train, val); val has ceil(fraction·n) rows, >= 5."""
-    if not 0.0 < val_fraction < 1.0:
-        raise InputValidationError(f"--val-fraction: got {val_fraction}; expected 0 < F < 1, e.g. 0.2.")
+    """Seeded random split of row indices into (train, val); val has ceil(fraction·n) rows, >= 5.
+
+    ``val_fraction`` in (0, 1) is checked by :func:`~vae_anomaly.training.config.check_config`.
+
+    Raises
+    ------
+    InputValidationError : fewer than 6 rows (one to train on, five to calibrate on).
+    """
     n_val = max(MIN_CALIBRATION_ROWS, math.ceil(val_fraction * n))
     if n - n_val < 1:
         raise InputValidationError(
