@@ -165,9 +165,9 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
 
 
 #: (column title, row key) of :func:`demo_table`
-TABLE_COLUMNS = (("dataset", "dataset"), ("VAE ROC-AUC", "vae_roc_auc"),
-                 ("IsolationForest ROC-AUC", "iforest_roc_auc"), ("KNN ROC-AUC", "knn_roc_auc"),
-                 ("VAE avg precision", "vae_average_precision"), ("false-alarm rate", "false_alarm_rate"),
+TABLE_COLUMNS = (("dataset", "dataset"), ("VAE\nROC-AUC", "vae_roc_auc"),
+                 ("IForest\nROC-AUC", "iforest_roc_auc"), ("KNN\nROC-AUC", "knn_roc_auc"),
+                 ("VAE avg\nprecision", "vae_average_precision"), ("false-alarm\nrate", "false_alarm_rate"),
                  ("recall", "recall"))
 
 
@@ -200,7 +200,7 @@ def demo_table(rows: list[dict]) -> Table:
     if small:
         caption += (f" {', '.join(small)}: fewer than {limit:.0f} calibration rows, so --threshold auto can flag "
                     f"no row at alpha={DEMO_ALPHA} (rates 0).")
-    table = Table(title="vae-anomaly demo: the VAE beside IsolationForest and KNN", caption=caption,
+    table = Table(title="vae-anomaly demo: the VAE beside IsolationForest (IForest) and KNN", caption=caption,
                   caption_justify="left")
     for title, _ in TABLE_COLUMNS:
         table.add_column(title, justify="left" if title == "dataset" else "right")
