@@ -156,24 +156,6 @@ def _parse_threshold(value: str) -> str | float:
         raise typer.BadParameter(f"got {value!r}; expected 'auto' or a number.") from None
 
 
-def _progress_bar(quiet: bool):
-    """A rich progress bar on stderr for fit, and the callback that drives it (started by the first
-    epoch, so input errors print no empty bar)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
-                   TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
-                   TimeElapsedColumn(), console=_err(), disable=quiet)
-    task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
-
-    def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
-
-    return bar, progress
-
-
 @app.command()
 def fit(
     normal_file: Annotated[Path, typer.Argument(
@@ -217,13 +199,13 @@ def fit(
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
     with _errors():
         from vae_anomaly.training.config import TrainConfig, parse_widths
-        from vae_anomaly.training.fit import fit_file
+        from vae_anomaly.training.fit import fit_file, fit_progress_bar
 
         config = TrainConfig(val_fraction=val_fraction, epochs=epochs, latent_dim=latent_dim, hidden=parse_widths(hidden),
                              seed=seed, device=device.value, beta=beta, kl_warmup=kl_warmup, batch_size=batch_size,
                              precision=precision.value, compile=compile_, free_bits=free_bits, arch=arch.value,
                              prior_max_rows=prior_max_rows)
-        bar, progress = _progress_bar(quiet)
+        bar, progress = fit_progress_bar(quiet, _err())
         try:
             meta = fit_file(normal_file, output, config=config, val=val, alpha=alpha, condition=condition,
                             val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,

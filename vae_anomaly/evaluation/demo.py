@@ -44,24 +44,6 @@ def _save(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr, allow_pickle=False)
 
 
-def _progress_bar(quiet: bool):
-    """A rich progress bar on stderr for one fit (as ``vae-anomaly fit`` shows), and its callback."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
-                   TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
-                   TimeElapsedColumn(), console=Console(stderr=True), disable=quiet)
-    task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
-
-    def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
-        if not bar.live.is_started:  # started by the first epoch: input errors print no empty bar
-            bar.start()
-        bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
-
-    return bar, progress
-
-
 def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: int | None = None,
              quiet: bool = False, say: Callable[[str], None] = print) -> list[dict]:
     """Fit the VAE on bundled real datasets, score held-out rows, and compare with two baselines.
@@ -111,7 +93,7 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
 
     from ..deploy.batch import score_file
     from ..training.config import TrainConfig
-    from ..training.fit import fit_file
+    from ..training.fit import fit_file, fit_progress_bar
     from .benchmark import Baseline
 
     chosen = _check_names(names)
@@ -137,7 +119,7 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
         say(f"$ vae-anomaly fit {paths['normal']} -o {model_path}{options}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            bar, progress = _progress_bar(quiet)
+            bar, progress = fit_progress_bar(quiet)
             try:
                 meta = fit_file(paths["normal"], model_path, alpha=DEMO_ALPHA, progress=progress,
                                 config=TrainConfig(seed=seed, epochs=epochs))

@@ -67,3 +67,26 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
                    progress=progress, name=str(normal_file), checkpoint=checkpoint if checkpoint is not None else resume,
                    checkpoint_every=checkpoint_every, resume=resume)
     return export_model(result, output, alpha=alpha)
+
+
+def fit_progress_bar(quiet: bool = False, console=None):
+    """A rich progress bar for a fit (epoch, training loss, validation negative ELBO, time) and the
+    ``progress`` callback of :func:`fit_file` that drives it; ``console`` defaults to stderr.
+
+    The bar starts with the first epoch, so an input error prints no empty bar; call ``bar.stop()``
+    when the fit returns or fails. ``quiet`` disables it.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
+                   TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
+                   TimeElapsedColumn(), console=console or Console(stderr=True), disable=quiet)
+    task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
+
+    def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=epoch, total=max_epochs, train=train_loss, val=val_loss)
+
+    return bar, progress
