@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .loop import full_float32
 from .model import VAE
 from .scores import LatentMixture, ScoreGraph
 
@@ -32,9 +33,10 @@ def aggregate_posterior(vae: VAE, xs: torch.Tensor, chunk: int = 8192) -> Latent
 
     Returns
     -------
-    LatentMixture with N components, on the CPU.
+    LatentMixture with N components, on the CPU (the encoder runs in full float32, no TF32).
     """
-    parts = [vae.encode(xs[start : start + chunk]) for start in range(0, xs.shape[0], chunk)]
+    with full_float32():
+        parts = [vae.encode(xs[start : start + chunk]) for start in range(0, xs.shape[0], chunk)]
     mu = torch.cat([p[0] for p in parts]).double().cpu()
     var = torch.exp(torch.cat([p[1] for p in parts]).double().cpu())
     return LatentMixture(mu, var)

@@ -9,6 +9,7 @@ prior N(0, I)) is loaded back into the model at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,13 +37,35 @@ class LoopOutcome:
     first_epoch: int
 
 
+@contextlib.contextmanager
+def full_float32():
+    """Float32 matmuls and convolutions in IEEE precision, without TF32, inside the block.
+
+    On CUDA, cuDNN convolutions default to TF32 (10 bits of mantissa) and a user may have allowed
+    it for matmuls; the early-stopping criterion and the scores' latent prior must be computed as
+    the exported float32 graph computes them. Restores the previous settings on exit (a no-op on
+    the CPU, which has no TF32).
+    """
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    saved = [b.fp32_precision for b in backends]
+    try:
+        for b in backends:
+            b.fp32_precision = "ieee"
+        yield
+    finally:
+        for b, value in zip(backends, saved):
+            b.fp32_precision = value
+
+
 @torch.no_grad()
 def mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, c: torch.Tensor | None, chunk: int = 8192) -> float:
-    """Mean negative ELBO (nats) of rows ``x`` (float32, (n, d), raw scale) under ``graph``, in chunks."""
+    """Mean negative ELBO (nats) of rows ``x`` (float32, (n, d), raw scale) under ``graph``, in
+    chunks, in full float32 (:func:`full_float32`)."""
     total = 0.0
-    for start in range(0, x.shape[0], chunk):
-        cc = None if c is None else c[start : start + chunk]
-        total += float(graph(x[start : start + chunk], cc)[0].sum())
+    with full_float32():
+        for start in range(0, x.shape[0], chunk):
+            cc = None if c is None else c[start : start + chunk]
+            total += float(graph(x[start : start + chunk], cc)[0].sum())
     return total / x.shape[0]
 
 
@@ -80,6 +103,8 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
         opt.load_state_dict(state["optimizer"])
         best, best_epoch, best_state = state["best"], state["best_epoch"], state["best_state"]
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:  # the training noise ε is drawn on the device
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         gen.set_state(state["batch_rng"])
         first_epoch = state["epoch"] + 1
     t0 = time.perf_counter()
@@ -123,6 +148,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
                 "optimizer": opt.state_dict(), "best": best, "best_epoch": best_epoch,
                 "best_state": {k: v.cpu() for k, v in best_state.items()},
                 "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
             })
         if epoch - best_epoch >= patience:
             break

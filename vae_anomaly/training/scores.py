@@ -83,11 +83,19 @@ def training_loss(vae: VAE, xs: torch.Tensor, beta: float, cs: torch.Tensor | No
     mu, logvar = vae.encode(xs, cs)
     eps = torch.randn_like(mu)
     x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps), cs)
-    recon = -row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
-    kl = kl_terms(mu, logvar, vae.prior_mean(cs))
+    recon = -_float32_row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
+    kl = kl_terms(mu, logvar, vae.prior_mean(cs)).float()
     if free_bits > 0:
         return recon.mean() + beta * torch.clamp(kl.mean(0), min=free_bits).sum()
-    return (recon + beta * row_sum(kl)).mean()
+    return (recon + beta * _float32_row_sum(kl)).mean()
+
+
+def _float32_row_sum(t: torch.Tensor) -> torch.Tensor:
+    """:func:`row_sum` in float32 even inside a bf16 autocast region, where the MatMul would
+    otherwise run in bf16 (8 bits of mantissa for a sum over all features); the same arithmetic
+    as :func:`row_sum` when autocast is off."""
+    with torch.autocast(t.device.type, enabled=False):
+        return row_sum(t.float())
 
 
 class LatentMixture(nn.Module):
