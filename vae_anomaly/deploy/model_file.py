@@ -26,6 +26,13 @@ DEFAULT_CHUNK_ROWS = 1024
 PRIOR_CHUNK_ELEMENTS = 2**20
 
 
+def max_chunk_rows(components: int, samples: int) -> int | None:
+    """The most rows per graph call for a model whose latent prior is a mixture of ``components``
+    Gaussians scored at ``samples`` latent samples (L): the (rows, L, M) tensor of prior terms stays
+    within PRIOR_CHUNK_ELEMENTS (4 MB); None (no cap) for a model without a mixture prior (0)."""
+    return max(1, PRIOR_CHUNK_ELEMENTS // (components * samples)) if components else None
+
+
 class ModelFile:
     """A loaded vae-anomaly model file: metadata, sessions, and the graph's raw outputs for rows.
 
@@ -61,7 +68,7 @@ class ModelFile:
         training = self.metadata.get("training", {})
         components = training.get("latent_prior", {}).get("components", 0)
         samples = training.get("config", {}).get("n_samples", 1)
-        self._max_chunk_rows = max(1, PRIOR_CHUNK_ELEMENTS // (components * samples)) if components else None
+        self._max_chunk_rows = max_chunk_rows(components, samples)
         self._sessions: dict[tuple[str, ...], object] = {}
         #: per score name, the sorted calibration scores (float64) of the conformal p-values
         self.calibration = {

@@ -18,7 +18,7 @@ from .. import __version__
 from ..deploy import artifact
 from ..deploy.calibration import calibration_entries, check_alpha
 from ..deploy.io import atomic_write
-from ..deploy.model_file import DEFAULT_CHUNK_ROWS
+from ..deploy.model_file import DEFAULT_CHUNK_ROWS, max_chunk_rows
 from ..errors import TrainingError
 from .scores import SampleGraph
 from .train import TrainResult
@@ -43,13 +43,28 @@ def _to_onnx_bytes(graph: torch.nn.Module, inputs: dict[str, int], outputs: list
     return program.model_proto.SerializeToString()
 
 
-def _ort_run(data: bytes, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+def _rows_per_call(graph) -> int:
+    """Rows per onnxruntime and torch call in export and calibration: the Scorer's chunk, capped as
+    the Scorer caps it for a mixture prior, so memory stays bounded whatever the size of ``--val``."""
+    components = 0 if graph.prior is None else int(graph.prior.inv_var.shape[1])
+    return min(DEFAULT_CHUNK_ROWS, max_chunk_rows(components, int(graph.eps.shape[0])) or DEFAULT_CHUNK_ROWS)
+
+
+def _ort_run(data: bytes, feeds: dict[str, np.ndarray], outputs: list[str], step: int) -> list[np.ndarray]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    n, step = len(next(iter(feeds.values()))), DEFAULT_CHUNK_ROWS
+    n = len(next(iter(feeds.values())))
     out = [sess.run(outputs, {k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
     return [np.concatenate([o[j] for o in out]) for j in range(len(outputs))]
+
+
+@torch.no_grad()
+def _torch_run(graph: torch.nn.Module, feeds: dict[str, np.ndarray], step: int) -> list[np.ndarray]:
+    n = len(next(iter(feeds.values())))
+    out = [[t.numpy() for t in graph(*(torch.as_tensor(v[i : i + step]) for v in feeds.values()))]
+           for i in range(0, n, step)]
+    return [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
 
 
 def _check_parity(onnx_out: list[np.ndarray], torch_out: list[np.ndarray], names: list[str], rtol: float) -> None:
@@ -72,7 +87,7 @@ def _sampler_bytes(vae, rtol: float) -> bytes:
         feeds[artifact.CONDITION_NAME] = np.eye(m, dtype=np.float32)[rng.integers(0, m, 64)]
     with torch.no_grad():
         expected = graph(*(torch.as_tensor(v) for v in feeds.values())).numpy()
-    _check_parity(_ort_run(data, feeds, [artifact.SAMPLE_OUTPUT]), [expected], [artifact.SAMPLE_OUTPUT], rtol)
+    _check_parity(_ort_run(data, feeds, [artifact.SAMPLE_OUTPUT], DEFAULT_CHUNK_ROWS), [expected], [artifact.SAMPLE_OUTPUT], rtol)
     return data
 
 
@@ -116,10 +131,9 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
     feeds = {artifact.INPUT_NAME: x_val, **({} if c_val is None else {artifact.CONDITION_NAME: c_val})}
     data = _to_onnx_bytes(graph, {k: v.shape[1] for k, v in feeds.items()}, _OUTPUTS)
 
-    ort_out = _ort_run(data, feeds, _OUTPUTS)
-    with torch.no_grad():
-        torch_out = [t.numpy() for t in graph(*(torch.as_tensor(v) for v in feeds.values()))]
-    _check_parity(ort_out, torch_out, _OUTPUTS, rtol)
+    step = _rows_per_call(graph)
+    ort_out = _ort_run(data, feeds, _OUTPUTS, step)
+    _check_parity(ort_out, _torch_run(graph, feeds, step), _OUTPUTS, rtol)
 
     calibration = calibration_entries({s: ort_out[i] for i, s in enumerate(artifact.SCORE_OUTPUTS)}, alpha,
                                       seed=result.summary["config"]["seed"])
