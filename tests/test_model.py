@@ -186,15 +186,26 @@ def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
         assert epochs == cfg.min_epochs
 
 
-@pytest.mark.parametrize("n_features", [1, 3, 7, 40])
-def test_batch_invariance_holds_for_any_width(n_features, tmp_path, rng):
-    """Bit-identical scores whatever the chunk size, for widths that are not SIMD multiples."""
-    from vae_anomaly.training.export import export_model
-    from vae_anomaly.training.train import TrainConfig, train
+WIDTHS = [1, 3, 7, 40]
 
-    X = rng.standard_normal((120, n_features)) * rng.uniform(0.1, 10, n_features)
-    export_model(train(X, config=TrainConfig(epochs=2, seed=1)), tmp_path / "m.onnx", alpha=0.1)
-    scorer = Scorer(tmp_path / "m.onnx")
+
+def width_rows(n_features):
+    """120 rows of ``n_features`` features on scales from 0.1 to 10."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((120, n_features)) * rng.uniform(0.1, 10, n_features)
+
+
+#: the models of the width test, trained and exported beside the tests (conftest.py, Prebuilt)
+PREBUILT = {f"width-{n}": {"data": lambda n=n: {"X": width_rows(n)}, "config": {"epochs": 2, "seed": 1},
+                           "export": {"alpha": 0.1}, "used_by": [f"test_batch_invariance_holds_for_any_width[{n}]"]}
+            for n in WIDTHS}
+
+
+@pytest.mark.parametrize("n_features", WIDTHS)
+def test_batch_invariance_holds_for_any_width(n_features, prebuilt):
+    """Bit-identical scores whatever the chunk size, for widths that are not SIMD multiples."""
+    X = width_rows(n_features)
+    scorer = Scorer(prebuilt.path(f"width-{n_features}"))
     for name in scorer.score_names:
         whole = scorer.score_samples(X, score=name)
         for chunk in (1, 3, 7, 64):
@@ -215,7 +226,8 @@ def test_cuda_training_exports_a_model_that_scores_on_the_cpu(cardio, tmp_path):
     assert Scorer(tmp_path / "gpu.onnx").score_samples(cardio[1]).shape == (len(cardio[1]),)
 
 
-@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}], ids=["bf16", "compile"])
+@pytest.mark.parametrize("options", [pytest.param({"precision": "bf16"}, id="bf16"),
+                                     pytest.param({"compile": True}, id="compile", marks=pytest.mark.slow)])
 def test_bf16_autocast_and_torch_compile_train_models_that_export_and_rank(options, cardio, tmp_path):
     """The GPU speed options also run on the CPU; the exported graph stays float32 and detects."""
     from sklearn.metrics import roc_auc_score
