@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,7 +16,6 @@ from vae_anomaly.errors import InputValidationError, ModelArtifactError
 
 torch = pytest.importorskip("torch")
 
-from vae_anomaly.training.export import export_model  # noqa: E402
 from vae_anomaly.training.train import TrainConfig, train  # noqa: E402
 
 # torch made unimportable (a finder that refuses it; a None in sys.modules would trip scikit-learn's
@@ -33,8 +34,7 @@ def cli(*args, cwd, no_torch=False):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def digits():
+def digits_rows():
     """scikit-learn's 8x8 digits: train on half of the zeros; test on the other zeros + all other digits."""
     from sklearn.datasets import load_digits
 
@@ -44,14 +44,6 @@ def digits():
     train_idx = zeros[::2]
     test_idx = np.setdiff1d(np.arange(len(y)), train_idx)
     return X[train_idx], X[test_idx], (y[test_idx] != 0).astype(int)
-
-
-@pytest.fixture(scope="module")
-def conv_model(digits, tmp_path_factory):
-    result = train(digits[0], config=TrainConfig(epochs=60, seed=0, device="cpu"))
-    path = tmp_path_factory.mktemp("conv") / "digits.onnx"
-    export_model(result, path, alpha=0.1)
-    return result, path
 
 
 def context_data(rng, n, d=4, shift=2.5):
@@ -64,16 +56,55 @@ def context_data(rng, n, d=4, shift=2.5):
     return c, normal, swapped
 
 
+def numeric_context_rows(rng, n):
+    """(context, rows): rows whose normal location moves with a numeric context in [-1, 1]."""
+    ctx = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    return ctx, (rng.standard_normal((n, 3)) * 0.5 + 3 * ctx).astype(np.float32)
+
+
+def _context_training(conditional):
+    c, X, _ = context_data(np.random.default_rng(0), 1500)
+    return {"X": X, "condition": c} if conditional else {"X": X}
+
+
+_CPU = {"seed": 0, "device": "cpu"}
+#: the models this module's tests score, trained and exported beside the tests (conftest.py, Prebuilt)
+PREBUILT = {
+    "digits-conv": {"data": lambda: {"X": digits_rows()[0]}, "config": {"epochs": 60, **_CPU},
+                    "export": {"alpha": 0.1}, "used_by": ["conv_model"]},
+    "digits-mlp": {"data": lambda: {"X": digits_rows()[0]}, "config": {"epochs": 5, "arch": "mlp", **_CPU},
+                   "used_by": ["test_mlp_on_images_flattens_them"]},
+    "conditional": {"data": lambda: _context_training(True), "config": {"epochs": 20, **_CPU},
+                    "export": {"alpha": 0.05}, "used_by": ["context_models"]},
+    "unconditional": {"data": lambda: _context_training(False), "config": {"epochs": 20, **_CPU},
+                      "export": {"alpha": 0.05}, "used_by": ["context_models"]},
+    "numeric": {"data": lambda: dict(zip(("condition", "X"), numeric_context_rows(np.random.default_rng(0), 1500))),
+                "config": {"epochs": 20, **_CPU}, "used_by": ["test_numeric_context_conditions"]},
+}
+
+
 @pytest.fixture(scope="module")
-def context_models(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    c, X, _ = context_data(rng, 1500)
+def digits():
+    return digits_rows()
+
+
+@pytest.fixture(scope="module")
+def conv_model(prebuilt):
+    """(metadata, path) of the convolutional VAE of the digits' zeros."""
+    path = prebuilt.path("digits-conv")
+    return Scorer(path).metadata, path
+
+
+@pytest.fixture(scope="module")
+def context_models(prebuilt, tmp_path_factory):
+    """The conditional and unconditional models of context_data's rows, in a folder with those rows
+    (X.npy) and their conditions (c.npy)."""
+    c, X, _ = context_data(np.random.default_rng(0), 1500)
     folder = tmp_path_factory.mktemp("cond")
     paths = {}
-    for kind, cond in (("conditional", c), ("unconditional", None)):
-        result = train(X, condition=cond, config=TrainConfig(epochs=40, seed=0, device="cpu"))
+    for kind in ("conditional", "unconditional"):
         paths[kind] = folder / f"{kind}.onnx"
-        export_model(result, paths[kind], alpha=0.05)
+        shutil.copy(prebuilt.path(kind), paths[kind])
     np.save(folder / "X.npy", X)
     np.save(folder / "c.npy", c)
     return paths
@@ -83,8 +114,8 @@ def context_models(tmp_path_factory):
 
 
 def test_conv_vae_is_chosen_for_images_and_detects_other_digits(conv_model, digits):
-    result, path = conv_model
-    assert result.summary["architecture"]["kind"] == "conv"
+    meta, path = conv_model
+    assert meta["training"]["architecture"]["kind"] == "conv"
     scorer = Scorer(path)
     assert scorer.input_shape == (8, 8) and scorer.n_features == 64
     _, X_test, y_test = digits
@@ -104,11 +135,10 @@ def test_image_scores_are_batch_invariant_and_equal_for_flattened_rows(conv_mode
                                atol=1e-3 * np.abs(terms.sum(1)).max())
 
 
-def test_mlp_on_images_flattens_them(digits, tmp_path):
-    result = train(digits[0], config=TrainConfig(epochs=5, seed=0, device="cpu", arch="mlp"))
-    assert result.summary["architecture"]["kind"] == "mlp"
-    export_model(result, tmp_path / "m.onnx")
-    assert Scorer(tmp_path / "m.onnx").score_samples(digits[1][:5]).shape == (5,)
+def test_mlp_on_images_flattens_them(digits, prebuilt):
+    scorer = Scorer(prebuilt.path("digits-mlp"))
+    assert scorer.metadata["training"]["architecture"]["kind"] == "mlp"
+    assert scorer.score_samples(digits[1][:5]).shape == (5,)
 
 
 def test_conv_needs_images(digits):
@@ -132,6 +162,7 @@ def test_sample_has_the_training_input_shape_and_is_seeded(conv_model, digits):
     assert np.abs(a.mean(0) - digits[0].mean(0)).mean() < np.abs(digits[0].mean(0)).mean()
 
 
+@pytest.mark.slow
 def test_cli_fit_score_sample_and_latent_report_on_images_without_torch_for_scoring(digits, tmp_path):
     X_train, X_test, y_test = digits
     np.save(tmp_path / "train.npy", X_train)
@@ -158,7 +189,7 @@ def test_latent_projection_is_the_means_or_their_principal_components(conv_model
     from vae_anomaly.evaluation.report import latent_projection
 
     means = Scorer(conv_model[1]).latent_means(digits[1][:50])
-    assert means.shape == (50, conv_model[0].graph.vae.arch.latent_dim)
+    assert means.shape == (50, conv_model[0]["latent_dim"])
     coords, axis = latent_projection(means)
     assert coords.shape == (50, 2) and "principal" in axis
     coords, axis = latent_projection(means[:, :2])
@@ -208,14 +239,11 @@ def test_conditions_for_an_unconditional_model_are_refused(context_models):
         Scorer(context_models["unconditional"]).score_samples(np.zeros((5, 4), np.float32), condition=np.zeros(5))
 
 
-def test_numeric_context_conditions(tmp_path):
+def test_numeric_context_conditions(prebuilt):
     rng = np.random.default_rng(0)
-    ctx = rng.uniform(-1, 1, (1500, 1)).astype(np.float32)
-    X = (rng.standard_normal((1500, 3)) * 0.5 + 3 * ctx).astype(np.float32)
-    result = train(X, condition=ctx, config=TrainConfig(epochs=40, seed=0, device="cpu"))
-    assert result.summary["condition"] == {"kind": "numeric", "size": 1}
-    export_model(result, tmp_path / "num.onnx")
-    scorer = Scorer(tmp_path / "num.onnx")
+    numeric_context_rows(rng, 1500)  # the training rows of PREBUILT["numeric"]; the test rows follow them
+    scorer = Scorer(prebuilt.path("numeric"))
+    assert scorer.metadata["training"]["condition"] == {"kind": "numeric", "size": 1}
     ctx_t = rng.uniform(-1, 1, (300, 1)).astype(np.float32)
     normal = (rng.standard_normal((300, 3)) * 0.5 + 3 * ctx_t).astype(np.float32)
     wrong = (rng.standard_normal((300, 3)) * 0.5 - 3 * ctx_t).astype(np.float32)  # right values, wrong context
@@ -227,20 +255,23 @@ def test_numeric_context_conditions(tmp_path):
 
 def test_cli_conditions_end_to_end_and_errors_write_nothing(context_models):
     folder = context_models["conditional"].parent
-    r = cli("score", "X.npy", "-m", "conditional.onnx", "--condition", "c.npy", "-o", "s.csv", cwd=folder,
-            no_torch=True)
-    assert r.returncode == 0, r.stderr
-    assert np.loadtxt(folder / "s.csv", delimiter=",", skiprows=1).shape == (1500, 4)
-    r = cli("score", "X.npy", "-m", "conditional.onnx", cwd=folder)
-    assert r.returncode == 3 and "--condition" in r.stderr and r.stdout == ""
     np.save(folder / "short.npy", np.zeros(10, int))
-    r = cli("score", "X.npy", "-m", "conditional.onnx", "--condition", "short.npy", "-o", "t.csv", cwd=folder)
-    assert r.returncode == 3 and "condition rows" in r.stderr and not (folder / "t.csv").exists()
-    r = cli("sample", "-m", "conditional.onnx", "--condition", "c.npy", "-o", "draws.npy", cwd=folder, no_torch=True)
-    assert r.returncode == 0, r.stderr
+    runs = [  # (arguments, without torch)
+        (("score", "X.npy", "-m", "conditional.onnx", "--condition", "c.npy", "-o", "s.csv"), True),
+        (("score", "X.npy", "-m", "conditional.onnx"), False),
+        (("score", "X.npy", "-m", "conditional.onnx", "--condition", "short.npy", "-o", "t.csv"), False),
+        (("sample", "-m", "conditional.onnx", "--condition", "c.npy", "-o", "draws.npy"), True),
+        (("fit", "X.npy", "--condition", "short.npy", "-o", "bad.onnx"), False),
+    ]
+    with ThreadPoolExecutor(2) as pool:  # independent runs, each keeps one core busy
+        scored, no_condition, short, sampled, fit = pool.map(lambda r: cli(*r[0], cwd=folder, no_torch=r[1]), runs)
+    assert scored.returncode == 0, scored.stderr
+    assert np.loadtxt(folder / "s.csv", delimiter=",", skiprows=1).shape == (1500, 4)
+    assert no_condition.returncode == 3 and "--condition" in no_condition.stderr and no_condition.stdout == ""
+    assert short.returncode == 3 and "condition rows" in short.stderr and not (folder / "t.csv").exists()
+    assert sampled.returncode == 0, sampled.stderr
     assert np.load(folder / "draws.npy").shape == (1500, 4)
-    r = cli("fit", "X.npy", "--condition", "short.npy", "-o", "bad.onnx", cwd=folder)
-    assert r.returncode == 3 and "condition rows" in r.stderr and not (folder / "bad.onnx").exists()
+    assert fit.returncode == 3 and "condition rows" in fit.stderr and not (folder / "bad.onnx").exists()
 
 
 def test_recalibration_keeps_the_generation_graph(context_models, tmp_path):
