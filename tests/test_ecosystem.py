@@ -6,6 +6,8 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,39 +43,73 @@ def test_benjamini_hochberg_matches_the_step_up_definition():
 torch = pytest.importorskip("torch")
 
 
-def test_estimator_passes_scikit_learns_checks():
-    from sklearn.utils.estimator_checks import check_estimator
+def estimator_checks(part: int, parts: int) -> list[str]:
+    """Run every ``parts``-th of scikit-learn's estimator checks on VAEAnomalyDetector, from the
+    ``part``-th, as ``check_estimator`` runs them (a check in EXPECTED_FAILED_CHECKS may fail, one
+    that raises SkipTest is skipped); return the unexpected failures with their tracebacks."""
+    import traceback
+    from unittest import SkipTest
+
+    from sklearn.utils.estimator_checks import estimator_checks_generator
 
     from vae_anomaly.integrations.estimator import (
         EXPECTED_FAILED_CHECKS,
         VAEAnomalyDetector,
     )
 
+    checks = estimator_checks_generator(VAEAnomalyDetector(epochs=2, hidden=(32, 32), device="cpu"),
+                                        expected_failed_checks=EXPECTED_FAILED_CHECKS, mark=None)
+    failures = []
+    for i, (estimator, check) in enumerate(checks):
+        if i % parts != part:
+            continue
+        name = getattr(check, "func", check).__name__
+        try:
+            check(estimator)
+        except SkipTest:
+            pass
+        except Exception:  # noqa: BLE001 -- any failure counts, as in check_estimator
+            if name not in EXPECTED_FAILED_CHECKS:
+                failures.append(f"{name}: {traceback.format_exc()}")
+    return failures
+
+
+@pytest.mark.slow
+def test_estimator_passes_scikit_learns_checks(tmp_path):
+    """All of check_estimator's checks (about 40 fits), half of them in a second process at the same
+    time: each fit is single-threaded Python (training and ONNX export), so two cores halve the wait."""
+    from vae_anomaly.integrations.estimator import EXPECTED_FAILED_CHECKS
+
     assert len(EXPECTED_FAILED_CHECKS) <= 3 and all(EXPECTED_FAILED_CHECKS.values())
-    check_estimator(VAEAnomalyDetector(epochs=2, hidden=(32, 32), device="cpu"),
-                    expected_failed_checks=EXPECTED_FAILED_CHECKS)
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from test_ecosystem import estimator_checks; "
+            "open(sys.argv[2], 'w').write(json.dumps(estimator_checks(1, 2)))")
+    with open(tmp_path / "other.log", "w+") as log:  # a file, not a pipe: its warnings never block it
+        other = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "other.json")],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            failures = estimator_checks(0, 2)
+        finally:
+            other.wait(timeout=1200)
+        log.seek(0)
+        assert other.returncode == 0, log.read()[-4000:]
+    failures += json.loads((tmp_path / "other.json").read_text())
+    assert not failures, "\n\n".join(failures)
 
 
-def test_estimator_in_pipeline_and_grid_search_and_saved_as_onnx(tmp_path, cardio):
+def test_estimator_in_pipeline_and_saved_as_onnx(tmp_path, cardio):
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     from vae_anomaly.integrations.estimator import VAEAnomalyDetector
 
     X_train, X_test, y_test = cardio
-    pipe = make_pipeline(StandardScaler(), VAEAnomalyDetector(epochs=5)).fit(X_train)
+    pipe = make_pipeline(StandardScaler(), VAEAnomalyDetector(epochs=5, alpha=0.05)).fit(X_train)
     assert set(np.unique(pipe.predict(X_test))) <= {-1, 1}
     assert roc_auc_score(y_test, -pipe.decision_function(X_test)) > 0.6
-    X = np.vstack([X_train[:300], X_test[y_test == 1][:60]])
-    inlier = np.r_[np.ones(300, int), np.zeros(60, int)]  # decision_function: higher = inlier
-    folds = StratifiedKFold(2, shuffle=True, random_state=0)
-    grid = GridSearchCV(VAEAnomalyDetector(epochs=3), {"latent_dim": [2, 4], "hidden": [(32, 32)]}, cv=folds,
-                        scoring="roc_auc").fit(X, inlier)
-    assert grid.best_params_["latent_dim"] in (2, 4) and np.isfinite(grid.cv_results_["mean_test_score"]).all()
 
-    est = VAEAnomalyDetector(epochs=5, alpha=0.05).fit(X_train)
+    # the pipeline's fitted detector, on the rows it sees there (standardized), saved and reloaded
+    est, X_test = pipe[-1], pipe[:-1].transform(X_test)
     est.save(tmp_path / "est.onnx")
     loaded = VAEAnomalyDetector.load(tmp_path / "est.onnx")
     np.testing.assert_array_equal(loaded.decision_function(X_test), est.decision_function(X_test))
@@ -82,16 +118,42 @@ def test_estimator_in_pipeline_and_grid_search_and_saved_as_onnx(tmp_path, cardi
     np.testing.assert_array_equal(flagged, Scorer(tmp_path / "est.onnx").predict(X_test).is_anomaly)
 
 
+@pytest.mark.slow
+def test_estimator_in_grid_search(cardio):
+    """Five fits: two parameter values on two folds, and the refit of the best."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from vae_anomaly.integrations.estimator import VAEAnomalyDetector
+
+    X_train, X_test, y_test = cardio
+    X = np.vstack([X_train[:300], X_test[y_test == 1][:60]])
+    inlier = np.r_[np.ones(300, int), np.zeros(60, int)]  # decision_function: higher = inlier
+    folds = StratifiedKFold(2, shuffle=True, random_state=0)
+    grid = GridSearchCV(VAEAnomalyDetector(epochs=3), {"latent_dim": [2, 4], "hidden": [(32, 32)]}, cv=folds,
+                        scoring="roc_auc").fit(X, inlier)
+    assert grid.best_params_["latent_dim"] in (2, 4) and np.isfinite(grid.cv_results_["mean_test_score"]).all()
+
+
+def _fill(d, model_path, cardio):
+    shutil.copy(model_path, d / "model.onnx")
+    np.save(d / "test.npy", cardio[1])
+    np.save(d / "labels.npy", cardio[2])
+    return d
+
+
 @pytest.fixture
 def work(tmp_path, model_path, cardio):
-    shutil.copy(model_path, tmp_path / "model.onnx")
-    np.save(tmp_path / "test.npy", cardio[1])
-    np.save(tmp_path / "labels.npy", cardio[2])
-    return tmp_path
+    return _fill(tmp_path, model_path, cardio)
 
 
 def run(work, *args):
     return subprocess.run(CLI + list(args), cwd=work, capture_output=True, text=True, timeout=300)
+
+
+def run_all(work, *commands):
+    """``run`` of each command, two at a time (independent runs, each keeps one core busy)."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda args: run(work, *args), commands))
 
 
 def test_calibrate_without_labels_resets_the_conformal_threshold(work, cardio):
@@ -122,8 +184,11 @@ def test_calibrate_with_labels_for_f1_reports_the_achieved_metrics(work):
 
 
 def test_score_monitoring_outputs(work):
-    r = run(work, "score", "test.npy", "--features", "3", "--summary-json", "summary.json", "-o", "out.csv",
-            "--fail-on-anomaly")
+    shifted = np.load(work / "test.npy") + 3 * np.asarray(Scorer(work / "model.onnx").metadata["feature_std"])
+    np.save(work / "shifted.npy", shifted)
+    r, _ = run_all(work, ("score", "test.npy", "--features", "3", "--summary-json", "summary.json", "-o", "out.csv",
+                          "--fail-on-anomaly"),
+                   ("score", "shifted.npy", "--summary-json", "s2.json", "-o", "o2.csv"))
     summary = json.loads((work / "summary.json").read_text())
     assert r.returncode == (6 if summary["n_anomalies"] else 0), r.stderr
     lines = (work / "out.csv").read_text().splitlines()
@@ -132,24 +197,35 @@ def test_score_monitoring_outputs(work):
     assert summary["n_rows"] == len(lines) - 1
     assert summary["n_anomalies"] == sum(line.split(",")[3] == "1" for line in lines[1:])
     assert len(summary["drift"]["mean_shift_in_train_std"]) == 21 and summary["model_id"]
-    shifted = np.load(work / "test.npy") + 3 * np.asarray(Scorer(work / "model.onnx").metadata["feature_std"])
-    np.save(work / "shifted.npy", shifted)
-    run(work, "score", "shifted.npy", "--summary-json", "s2.json", "-o", "o2.csv")
     drift = json.loads((work / "s2.json").read_text())["drift"]["mean_shift_in_train_std"]
     np.testing.assert_allclose(np.array(drift) - np.array(summary["drift"]["mean_shift_in_train_std"]), 3, atol=1e-3)
 
 
 def test_score_fdr_flags_a_subset_controlled_by_q(work):
-    out = {q: run(work, "score", "test.npy", "--fdr", str(q)).stdout.splitlines()[1:] for q in ("0.05", "0.3")}
+    qs = ("0.05", "0.3")
+    runs = run_all(work, *(("score", "test.npy", "--fdr", q) for q in qs))
+    out = {q: r.stdout.splitlines()[1:] for q, r in zip(qs, runs)}
     flags = {q: np.array([line.split(",")[3] == "1" for line in v]) for q, v in out.items()}
     assert flags["0.3"].sum() >= flags["0.05"].sum()
     assert not (flags["0.05"] & ~flags["0.3"]).any()  # BH rejections are nested in q
 
 
-@pytest.mark.parametrize("suffix", ["png", "html"])
-def test_report(work, suffix):
+@pytest.fixture(scope="module")
+def reports(request, tmp_path_factory, model_path, cardio):
+    """The reports of the selected test_report cases, written by the CLI two at a time (independent runs,
+    each keeps one core busy): (folder, suffix -> result)."""
     pytest.importorskip("matplotlib")
-    r = run(work, "report", "test.npy", "--labels", "labels.npy", "-o", f"report.{suffix}")
+    suffixes = [item.callspec.params["suffix"] for item in request.session.items
+                if item.module is request.module and item.originalname == "test_report"]
+    d = _fill(tmp_path_factory.mktemp("report"), model_path, cardio)
+    results = run_all(d, *(("report", "test.npy", "--labels", "labels.npy", "-o", f"report.{s}") for s in suffixes))
+    return d, dict(zip(suffixes, results))
+
+
+@pytest.mark.parametrize("suffix", ["png", "html"])
+def test_report(reports, suffix):
+    work, results = reports
+    r = results[suffix]
     assert r.returncode == 0, r.stderr
     data = (work / f"report.{suffix}").read_bytes()
     assert data.startswith(b"\x89PNG") if suffix == "png" else b"data:image/png;base64," in data
