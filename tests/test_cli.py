@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -27,19 +28,53 @@ def run(*args, cwd, no_torch=False):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def start(*args, cwd):
+    """``run`` started now and waited for by ``fitted``, so that fits run side by side."""
+    return subprocess.Popen([sys.executable, "-m", "vae_anomaly.cli.main", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """A folder with thyroid's normal.npy, test.npy, labels and a model fitted through the CLI."""
+def fits(request, tmp_path_factory):
+    """A folder with thyroid's normal.npy, test.npy and labels, and this module's CLI fits started in it at
+    once (each keeps one core busy): model.onnx with the defaults, and small.onnx (--hidden 32,16
+    --prior-max-rows 0) when a selected test uses it."""
     d = tmp_path_factory.mktemp("cli")
     X, y = load_labelled(bundled_path("thyroid"))
     tr, te = semi_supervised_split(y, seed=0)
     np.save(d / "normal.npy", X[tr])
     np.save(d / "test.npy", X[te])
     np.save(d / "labels.npy", y[te])
-    r = run("fit", "normal.npy", "--epochs", "40", "--quiet", cwd=d)
-    assert r.returncode == 0, r.stderr
-    assert (d / "model.onnx").is_file()
-    return d
+    procs = {"model.onnx": start("fit", "normal.npy", "--epochs", "40", "--quiet", cwd=d)}
+    if any("small" in item.fixturenames for item in request.session.items if item.module is request.module):
+        procs["small.onnx"] = start("fit", "normal.npy", "--hidden", "32,16", "--prior-max-rows", "0", "--epochs", "2",
+                                    "--quiet", "-o", "small.onnx", cwd=d)
+    yield d, procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def fitted(fits, name):
+    """The path of the model ``name`` of ``fits`` once its fit has succeeded."""
+    d, procs = fits
+    _, err = procs[name].communicate(timeout=600)
+    assert procs[name].returncode == 0, err
+    assert (d / name).is_file()
+    return d / name
+
+
+@pytest.fixture(scope="module")
+def work(fits):
+    """The folder of ``fits`` once its model.onnx is fitted through the CLI."""
+    return fitted(fits, "model.onnx").parent
+
+
+@pytest.fixture(scope="module")
+def small(fits):
+    """The training metadata of small.onnx."""
+    return Scorer(fitted(fits, "small.onnx")).metadata["training"]
 
 
 def parse(text):
@@ -86,6 +121,20 @@ def test_score_path_never_imports_torch(work):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(request, work):
+    """The selected cases of the test below, set up and run through the CLI two at a time (the runs are
+    independent and each keeps one core busy): tuple(args) -> result."""
+    cases = [item.callspec.params for item in request.session.items if item.module is request.module
+             and item.originalname == "test_bad_inputs_get_one_line_and_the_documented_exit_code"]
+    for case in cases:
+        if case["setup"]:
+            case["setup"](work)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda case: run(*case["args"], cwd=work), cases))
+    return {tuple(case["args"]): r for case, r in zip(cases, results)}
+
+
 @pytest.mark.parametrize("setup, args, code, message", [
     (None, ["score", "missing.npy"], 3, "file not found"),
     (lambda d: np.save(d / "one_d.npy", np.zeros(6)), ["score", "one_d.npy"], 3, "1-D"),
@@ -101,10 +150,8 @@ def test_score_path_never_imports_torch(work):
     (None, ["fit", "normal.npy", "--hidden", "128,x", "-o", "h.onnx"], 3, "--hidden: got '128,x'"),
     (None, ["fit", "normal.npy", "--prior-max-rows", "-1", "-o", "p.onnx"], 3, "--prior-max-rows: got -1"),
 ])
-def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, setup, args, code, message):
-    if setup:
-        setup(work)
-    r = run(*args, cwd=work)
+def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, bad_input_runs, setup, args, code, message):
+    r = bad_input_runs[tuple(args)]
     assert r.returncode == code, r.stderr
     assert message in r.stderr
     if code != 2:
@@ -112,23 +159,16 @@ def test_bad_inputs_get_one_line_and_the_documented_exit_code(work, setup, args,
     assert not (work / "no").exists()
 
 
-def test_fit_takes_the_hidden_layer_widths(work):
-    r = run("fit", "normal.npy", "--hidden", "32,16", "--epochs", "2", "--quiet", "-o", "small.onnx", cwd=work)
-    assert r.returncode == 0, r.stderr
-    assert Scorer(work / "small.onnx").metadata["training"]["architecture"]["hidden"] == [32, 16]
+def test_fit_takes_the_hidden_layer_widths(small):
+    assert small["architecture"]["hidden"] == [32, 16]
 
 
-def test_fit_prior_max_rows_chooses_the_latent_prior_of_the_scores(work):
+def test_fit_prior_max_rows_chooses_the_latent_prior_of_the_scores(work, small):
     """The work data's training rows are few: the default scores with their aggregate posterior,
     --prior-max-rows 0 with N(0, I)."""
-    priors = {}
-    for flag in ("4096", "0"):
-        r = run("fit", "normal.npy", "--prior-max-rows", flag, "--epochs", "2", "--quiet", "-o", "p.onnx", cwd=work)
-        assert r.returncode == 0, r.stderr
-        training = Scorer(work / "p.onnx").metadata["training"]
-        priors[flag] = training["latent_prior"]
-    assert priors["4096"] == {"kind": "aggregate-posterior", "components": training["n_train"]}
-    assert priors["0"] == {"kind": "standard-normal"}
+    default = Scorer(work / "model.onnx").metadata["training"]
+    assert default["latent_prior"] == {"kind": "aggregate-posterior", "components": default["n_train"]}
+    assert small["latent_prior"] == {"kind": "standard-normal"}
 
 
 def test_failed_refit_leaves_the_existing_model_untouched(work):
