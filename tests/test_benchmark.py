@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -53,13 +54,19 @@ def test_benchmark_records_follow_the_schema(tmp_path):
     json.dumps(report)  # plain JSON
 
 
+@pytest.mark.slow
 def test_parallel_jobs_keep_the_serial_records(tmp_path):
     pytest.importorskip("torch")
+    from threadpoolctl import threadpool_limits
+
     data = [("breastw", bundled_path("breastw")), ("wbc", tmp_path / "wbc.npz")]
     X, y = load_labelled(bundled_path("breastw"))
     np.savez(data[1][1], X=X[:200, ::-1], y=y[:200])
     kw = dict(methods=["vae", "iforest", "knn"], seeds=2, epochs=2)
-    serial, parallel = run_benchmark(data, **kw)["results"], run_benchmark(data, jobs=2, **kw)["results"]
+    # the serial run on every core (the suite sets OMP_NUM_THREADS=1), the workers on one thread each
+    with threadpool_limits(os.cpu_count()):
+        serial = run_benchmark(data, **kw)["results"]
+    parallel = run_benchmark(data, jobs=2, **kw)["results"]
     key = [(r["dataset"], r["seed"], r["method"]) for r in serial]
     assert key == [(r["dataset"], r["seed"], r["method"]) for r in parallel] and len(set(key)) == 2 * 2 * 3
     for a, b in zip(serial, parallel):
@@ -83,6 +90,7 @@ def test_bad_benchmark_arguments_are_refused(tmp_path):
         find_datasets([tmp_path])
 
 
+@pytest.mark.slow
 def test_benchmark_command_writes_json_markdown_and_png(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
