@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -28,15 +29,27 @@ def run(work, *args):
     return r
 
 
+def run_all(work, *commands):
+    """``run`` of each command, two at a time (independent runs, each keeps one core busy): their stdout."""
+    with ThreadPoolExecutor(2) as pool:
+        return [r.stdout for r in pool.map(lambda args: run(work, *args), commands)]
+
+
 def test_chunk_size_changes_memory_not_results(work, cardio):
-    whole = run(work, "score", "test.npy", "--features", "2").stdout
-    assert run(work, "score", "test.npy", "--features", "2", "--chunk-rows", "7").stdout == whole
     np.savetxt(work / "test.csv", cardio[1], delimiter=",", fmt="%.17g")
-    assert run(work, "score", "test.csv", "--features", "2", "--chunk-rows", "13").stdout == whole
     np.save(work / "fortran.npy", np.asfortranarray(cardio[1]))
-    assert run(work, "score", "fortran.npy", "--features", "2", "--chunk-rows", "50").stdout == whole
-    fdr = run(work, "score", "test.npy", "--fdr", "0.2").stdout
-    assert run(work, "score", "test.npy", "--fdr", "0.2", "--chunk-rows", "9").stdout == fdr
+    whole, *chunked, fdr, fdr_chunked = run_all(
+        work,
+        ("score", "test.npy", "--features", "2"),
+        ("score", "test.npy", "--features", "2", "--chunk-rows", "7"),
+        ("score", "test.csv", "--features", "2", "--chunk-rows", "13"),
+        ("score", "fortran.npy", "--features", "2", "--chunk-rows", "50"),
+        ("score", "test.npy", "--fdr", "0.2"),
+        ("score", "test.npy", "--fdr", "0.2", "--chunk-rows", "9"),
+    )
+    for out, what in zip(chunked, ("npy, 7 rows", "csv, 13 rows", "Fortran-order npy, 50 rows")):
+        assert out == whole, what
+    assert fdr_chunked == fdr
 
 
 def test_errors_name_the_row_in_the_whole_file(work, cardio):
@@ -52,9 +65,10 @@ def test_errors_name_the_row_in_the_whole_file(work, cardio):
 
 def test_output_formats_agree(work):
     pq = pytest.importorskip("pyarrow.parquet")
-    ref = np.array([line.split(",")[:4] for line in run(work, "score", "test.npy").stdout.splitlines()[1:]], float)
-    for suffix in ("csv", "jsonl", "npy", "parquet"):
-        run(work, "score", "test.npy", "-o", f"out.{suffix}", "--chunk-rows", "100")
+    whole, *_ = run_all(work, ("score", "test.npy"),
+                        *(("score", "test.npy", "-o", f"out.{suffix}", "--chunk-rows", "100")
+                          for suffix in ("csv", "jsonl", "npy", "parquet")))
+    ref = np.array([line.split(",")[:4] for line in whole.splitlines()[1:]], float)
     np.testing.assert_array_equal(np.load(work / "out.npy"), ref[:, 1].astype(np.float32))
     rows = [json.loads(line) for line in (work / "out.jsonl").read_text().splitlines()]
     got = np.array([[r["row"], r["score"], r["p_value"], r["is_anomaly"]] for r in rows])
@@ -75,7 +89,8 @@ def test_parquet_input_scores_like_npy(work, cardio):
 
     table = pa.table({f"f{j}": cardio[1][:, j] for j in range(cardio[1].shape[1])})
     pq.write_table(table, work / "test.parquet", row_group_size=100)
-    assert run(work, "score", "test.parquet", "--chunk-rows", "64").stdout == run(work, "score", "test.npy").stdout
+    parquet, npy = run_all(work, ("score", "test.parquet", "--chunk-rows", "64"), ("score", "test.npy"))
+    assert parquet == npy
     pq.write_table(pa.table({"a": ["x", "y"]}), work / "text.parquet")
     r = subprocess.run(CLI + ["score", "text.parquet"], cwd=work, capture_output=True, text=True)
     assert r.returncode == 3 and "expected numeric columns" in r.stderr
