@@ -138,14 +138,14 @@ def test_model_metadata_and_openapi(server):
     assert request(base, "/readyz")[1]["status"] == "ready"
 
 
-def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, trained, cardio, tmp_path):
+def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, cardio, tmp_path):
     from vae_anomaly.deploy.io import atomic_write
-    from vae_anomaly.training.export import export_model
+    from vae_anomaly.deploy.recalibration import recalibrate
 
     base, served = server
     rows = {"rows": cardio[1][:5].tolist()}
     old_id = request(base, "/score", rows)[1]["model_id"]
-    export_model(trained, served, alpha=0.2)  # atomic replace by a different model (other alpha)
+    recalibrate(served, cardio[1][cardio[2] == 0][:300], alpha=0.2)  # atomic replace by another model (new alpha)
     new = request(base, "/score", rows)[1]
     assert new["model_id"] != old_id and new["alpha"] == 0.2
     with atomic_write(served) as f:
