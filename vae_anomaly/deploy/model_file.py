@@ -45,7 +45,6 @@ class ModelFile:
     ------
     ModelArtifactError
         Missing, corrupted, unsafe (external data) or incompatible model file (exit code 4).
-
     """
 
     def __init__(self, model_path: str | os.PathLike = "model.onnx", *, intra_op_threads: int | None = None):
@@ -138,7 +137,7 @@ class ModelFile:
                            allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows)
 
     def rows(self, X, name: str, condition=None, *, allow_nonfinite: bool = False
-              ) -> tuple[np.ndarray, np.ndarray | None]:
+             ) -> tuple[np.ndarray, np.ndarray | None]:
         """Validated graph inputs: rows float32 (n, n_features) and encoded conditions or None.
 
         Raises
@@ -173,7 +172,7 @@ class ModelFile:
         return score
 
     def run(self, x: np.ndarray, outputs: list[str], chunk_rows: int, c: np.ndarray | None = None
-             ) -> list[np.ndarray]:
+            ) -> list[np.ndarray]:
         """The graph's ``outputs`` for validated rows (float32, C-ordered, finite, (n, n_features)) and
         encoded conditions, run ``chunk_rows`` rows at a time; each output float32 with n rows."""
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
