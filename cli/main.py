@@ -147,6 +147,18 @@ def _main(
     _state["debug"] = debug
 
 
+NoHeader = Annotated[bool, typer.Option(
+    "--no-header", help="The CSV has no header row: its columns are named f0, f1, ...")]
+Delimiter = Annotated[Optional[str], typer.Option(
+    help="The CSV's field separator (',', ';' or 'tab'; default: detected from the file).")]
+
+
+def _csv_format(no_header: bool, delimiter: str | None):
+    from vae_anomaly.deploy.tables import CsvFormat
+
+    return CsvFormat(header=not no_header, delimiter="\t" if delimiter in ("tab", "\\t") else delimiter)
+
+
 def _parse_threshold(value: str) -> str | float:
     if value == "auto":
         return value
@@ -159,7 +171,8 @@ def _parse_threshold(value: str) -> str | float:
 @app.command()
 def fit(
     normal_file: Annotated[Path, typer.Argument(
-        help="Normal rows: .npy (rows, or images (N, H, W) / (N, C, H, W)), .npz (array X), .csv or .parquet.")],
+        help="Normal rows: a table (.csv with a header, .parquet; numeric and categorical columns, matched "
+             "by name when scoring) or a matrix (.npy rows or images (N, H, W) / (N, C, H, W), .npz array X).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.")] = Path("model.onnx"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Separate validation/calibration rows.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = 0.2,
@@ -194,6 +207,14 @@ def fit(
     checkpoint_every: Annotated[int, typer.Option(help="Epochs between checkpoints.")] = 10,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue from a checkpoint written for the same NORMAL_FILE (keeps checkpointing to it).")] = None,
+    exclude: Annotated[Optional[str], typer.Option(
+        help="Columns to ignore at fit and at score, comma-separated (e.g. labels).")] = None,
+    id_columns: Annotated[Optional[str], typer.Option(
+        help="ID columns, comma-separated: never features; carried into the score output (timestamps, hosts).")] = None,
+    categorical: Annotated[Optional[str], typer.Option(
+        help="Integer columns to model as categories, comma-separated (text and boolean columns always are).")] = None,
+    no_header: NoHeader = False,
+    delimiter: Delimiter = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
@@ -209,7 +230,9 @@ def fit(
         try:
             meta = fit_file(normal_file, output, config=config, val=val, alpha=alpha, condition=condition,
                             val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,
-                            checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+                            checkpoint_every=checkpoint_every, resume=resume, progress=progress, exclude=exclude,
+                            id_columns=id_columns, categorical=categorical,
+                            csv_format=_csv_format(no_header, delimiter))
         finally:
             bar.stop()
         if not quiet:
@@ -225,7 +248,8 @@ class NanPolicy(str, Enum):
 
 @app.command()
 def score(
-    new_file: Annotated[Path, typer.Argument(help="Rows to score: .npy, .npz (array X) or .csv.")],
+    new_file: Annotated[Path, typer.Argument(
+        help="Rows to score: .csv or .parquet (columns matched by name), or .npy / .npz (array X).")],
     model: Annotated[Path, typer.Option("-m", "--model", help="Model file from 'fit'.")] = Path("model.onnx"),
     threshold: Annotated[str, typer.Option(
         help="'auto' flags rows whose conformal p-value <= alpha; a number flags score > it.")] = "auto",
@@ -238,7 +262,7 @@ def score(
     fdr: Annotated[Optional[float], typer.Option(
         help="Flag by Benjamini-Hochberg at this false discovery rate over the file's p-values.")] = None,
     features: Annotated[int, typer.Option(
-        help="Add a top_features column: each row's K most anomalous feature indices.")] = 0,
+        help="Add a top_features column: each row's K most anomalous features (column names, or indices).")] = 0,
     summary_json: Annotated[Optional[Path], typer.Option(
         help="Write a monitoring summary (counts, rate, quantiles, drift, model id) as JSON.")] = None,
     fail_on_anomaly: Annotated[bool, typer.Option(
@@ -247,15 +271,18 @@ def score(
         min=1, help="Rows read and scored at a time: sets peak memory, not the results.")] = 65536,
     condition: Annotated[Optional[Path], typer.Option(
         help="A conditional model's conditions, one row per row of NEW_FILE.")] = None,
+    no_header: NoHeader = False,
+    delimiter: Delimiter = None,
 ) -> None:
-    """Score NEW_FILE with onnxruntime alone: CSV with row,score,p_value,is_anomaly (higher score = more anomalous)."""
+    """Score NEW_FILE with onnxruntime alone: one output row per input row, the model's ID columns then
+    row,score,p_value,is_anomaly (higher score = more anomalous)."""
     with _errors():
         from vae_anomaly.deploy.batch import score_file
 
         result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
                             fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows,
-                            condition=condition)
+                            condition=condition, csv_format=_csv_format(no_header, delimiter))
     if fail_on_anomaly and result.is_anomaly.any():
         raise typer.Exit(6)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vae_anomaly.deploy.io import atomic_write, read_matrix
+from vae_anomaly.deploy.tables import CsvFormat
 from vae_anomaly.deploy.validation import check_array
 from vae_anomaly.errors import InputValidationError, OutputWriteError
 
@@ -19,8 +20,11 @@ def test_npy_npz_and_csv_read_the_same_values(tmp_path, rng):
     np.savez(tmp_path / "c.npz", only=X)
     np.savetxt(tmp_path / "d.csv", X, delimiter=",", fmt="%.17g")
     np.savetxt(tmp_path / "e.csv", X, delimiter=",", fmt="%.17g", header="f1,f2,f3", comments="")
-    for name in ("a.npy", "b.npz", "c.npz", "d.csv", "e.csv"):
+    for name in ("a.npy", "b.npz", "c.npz", "e.csv"):
         np.testing.assert_array_equal(read_matrix(tmp_path / name), X, err_msg=name)
+    np.testing.assert_array_equal(read_matrix(tmp_path / "d.csv", CsvFormat(header=False)), X)
+    # a CSV has a header row unless told otherwise: never guessed from the cells
+    np.testing.assert_array_equal(read_matrix(tmp_path / "d.csv"), X[1:])
 
 
 @pytest.mark.parametrize("arr", [
@@ -87,10 +91,10 @@ def test_truncated_npy_and_header_bomb_are_refused_before_allocation(tmp_path):
 
 def test_csv_non_numeric_cell_and_ragged_row_are_located(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,x\n")
-    with pytest.raises(InputValidationError, match=r"row 1, column 1 holds 'x'"):
+    with pytest.raises(InputValidationError, match=r"column 'b', data row 1, holds 'x'"):
         read_matrix(tmp_path / "bad.csv")
-    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
-    with pytest.raises(InputValidationError, match="row 1 has 1 cells; expected 2"):
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    with pytest.raises(InputValidationError, match="data row 1 has 1 cells; expected 2"):
         read_matrix(tmp_path / "ragged.csv")
 
 

@@ -36,7 +36,8 @@ def run_all(work, *commands):
 
 
 def test_chunk_size_changes_memory_not_results(work, cardio):
-    np.savetxt(work / "test.csv", cardio[1], delimiter=",", fmt="%.17g")
+    np.savetxt(work / "test.csv", cardio[1], delimiter=",", fmt="%.17g", comments="",
+               header=",".join(f"c{j}" for j in range(cardio[1].shape[1])))
     np.save(work / "fortran.npy", np.asfortranarray(cardio[1]))
     whole, *chunked, fdr, fdr_chunked = run_all(
         work,
@@ -58,9 +59,10 @@ def test_errors_name_the_row_in_the_whole_file(work, cardio):
     np.save(work / "nan.npy", X)
     r = subprocess.run(CLI + ["score", "nan.npy", "--chunk-rows", "8"], cwd=work, capture_output=True, text=True)
     assert r.returncode == 3 and "row 33, column 2" in r.stderr
-    (work / "bad.csv").write_text("\n".join(["1," * 20 + "1"] * 25 + ["1," * 20 + "x"]))
+    (work / "bad.csv").write_text("\n".join([",".join(f"c{j}" for j in range(21))] + ["1," * 20 + "1"] * 25
+                                            + ["1," * 20 + "x"]))
     r = subprocess.run(CLI + ["score", "bad.csv", "--chunk-rows", "4"], cwd=work, capture_output=True, text=True)
-    assert r.returncode == 3 and "row 25, column 20" in r.stderr
+    assert r.returncode == 3 and "column 'c20', data row 25," in r.stderr
 
 
 def test_output_formats_agree(work):

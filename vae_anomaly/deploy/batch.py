@@ -13,12 +13,12 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputValidationError, OutputWriteError
-from . import conditions
-from .calibration import benjamini_hochberg
+from . import conditions, schema
 from .io import (
     ScoreWriter,
     atomic_write,
@@ -28,8 +28,9 @@ from .io import (
     read_matrix,
 )
 from .monitoring import batch_summary, top_features
-from .policy import ScoreResult
+from .policy import ScoreResult, fdr_flags
 from .scorer import Scorer
+from .tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, iter_table
 
 #: rows read and scored at a time by :func:`score_file` (sets peak memory, not the results)
 FILE_CHUNK_ROWS = 65536
@@ -39,25 +40,31 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
                output: str | os.PathLike | None = None, *, threshold: str | float = "auto",
                alpha: float | None = None, score: str | None = None, nan_policy: str = "raise",
                fdr: float | None = None, features: int = 0, summary_json: str | os.PathLike | None = None,
-               chunk_rows: int = FILE_CHUNK_ROWS, condition: str | os.PathLike | None = None) -> ScoreResult:
+               chunk_rows: int = FILE_CHUNK_ROWS, condition: str | os.PathLike | None = None,
+               csv_format: CsvFormat = DEFAULT_CSV) -> ScoreResult:
     """Score every row of a file and write one output row per input row.
 
     Parameters
     ----------
-    new_file : rows to score: .npy, .npz (array ``X``), .csv or .parquet, numeric, (n_rows, n_features).
+    new_file : rows to score: .csv or .parquet (a model fitted on a table matches its columns by
+        name, in any order, and ignores the others; a positional model takes numeric columns by
+        position), or .npy / .npz (array ``X``), numeric, (n_rows, n_features).
     model : a model file written by ``vae-anomaly fit``, or a loaded Scorer.
     output : where to write (format by suffix: .csv, .jsonl, .parquet, or .npy for the scores alone),
-        atomically; None = CSV on stdout. Columns: ``row`` (0-based input row), ``score`` (nats,
-        higher = more anomalous), ``p_value`` (conformal), ``is_anomaly`` (0/1), and ``top_features``
-        when ``features`` > 0.
+        atomically; None = CSV on stdout. Columns: the model's ID columns (values as read), ``row``
+        (0-based input row), ``score`` (nats, higher = more anomalous), ``p_value`` (conformal),
+        ``is_anomaly`` (0/1), and ``top_features`` (column names, or indices for a positional
+        model) when ``features`` > 0.
     threshold, alpha, score, nan_policy : as in :meth:`Scorer.predict`.
     fdr : flag by Benjamini–Hochberg at this false discovery rate over all of the file's p-values
         (Benjamini & Hochberg 1995; for conformal p-values Bates et al. 2023, Thm 3), instead of by
-        threshold. Rows with NaN/inf under ``nan_policy="flag"`` (p-value 0) are always flagged.
-    features : add each row's ``features`` most anomalous feature indices (0 = no column).
+        threshold. Rows with NaN/inf/missing values under ``nan_policy="flag"`` (p-value 0) are
+        always flagged and left out of BH's count.
+    features : add each row's ``features`` most anomalous features (0 = no column).
     summary_json : also write :func:`~vae_anomaly.deploy.monitoring.batch_summary` here (atomically).
     chunk_rows : rows read and scored at a time: sets peak memory, not the results.
     condition : a conditional model's condition file, one row per row of ``new_file`` (read whole).
+    csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
 
     Returns
     -------
@@ -66,27 +73,29 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
 
     Raises
     ------
-    InputValidationError : unreadable or non-numeric rows, wrong column count, NaN/inf under
-        ``nan_policy="raise"``, conditions that do not match the rows (exit code 3).
+    InputValidationError : unreadable rows, a missing column (named), text in a numeric column,
+        wrong column count, NaN/inf/missing values under ``nan_policy="raise"``, conditions that do
+        not match the rows (exit code 3).
     ModelArtifactError : the model file is missing, damaged or incompatible (exit code 4).
     OutputWriteError : an output cannot be written; nothing partial is left behind (exit code 5).
     """
     scorer = model if isinstance(model, Scorer) else Scorer(model)
-    conds = read_matrix(condition) if condition is not None else None
+    conds = read_matrix(condition, csv_format) if condition is not None else None
     # a missing, needless or malformed condition file fails before any output is written
     conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
     fmt = output_format(output)
     for path in (output, summary_json):
         if path is not None:
             check_output_folder(path)
-    parts: list[tuple] = []  # (ScoreResult, top features) per chunk
+    name, flag = str(new_file), nan_policy == "flag"
+    parts: list[tuple] = []  # (ScoreResult, top features, IDs) per chunk
     feature_sum, finite_rows, done = np.zeros(scorer.n_features), 0, 0
     with contextlib.ExitStack() as stack:
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
-        writer = ScoreWriter(f, fmt, top_features=features > 0)
-        for raw in iter_matrix_chunks(new_file, chunk_rows):
-            x = scorer.check_rows(raw, name=str(new_file), allow_nonfinite=nan_policy == "flag", first_row=done)
-            res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=str(new_file),
+        writer = None
+        for raw, ids in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag):
+            x = scorer.check_rows(raw, name=name, allow_nonfinite=flag, first_row=done)
+            res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=name,
                                  nan_policy=nan_policy, feature_terms=features > 0,
                                  condition=None if conds is None else conds[done : done + x.shape[0]])
             top = top_features(res.feature_terms, features) if features > 0 else None
@@ -94,22 +103,25 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
             feature_sum += x[ok].sum(axis=0, dtype=np.float64)
             finite_rows += int(ok.sum())
             done += x.shape[0]
+            if writer is None:
+                writer = ScoreWriter(f, fmt, top_features=features > 0, id_schema=None if ids is None else ids.schema,
+                                     feature_names=scorer.feature_names)
             if fdr is None:
-                writer.write(res.scores, res.p_values, res.is_anomaly, top)
-            parts.append((res, top) if fdr is not None else (res, None))
+                writer.write(res.scores, res.p_values, res.is_anomaly, top, ids)
+            parts.append((res, top, ids) if fdr is not None else (res, None, None))
         if conds is not None and len(conds) != done:
             raise InputValidationError(f"{condition}: {len(conds)} condition rows for {done} rows in {new_file}; "
                                        "expected one condition per row, in the same order.")
-        scores = np.concatenate([r.scores for r, _ in parts]) if parts else np.empty(0, np.float32)
-        p_values = np.concatenate([r.p_values for r, _ in parts]) if parts else np.empty(0)
-        flags = np.concatenate([r.is_anomaly for r, _ in parts]) if parts else np.empty(0, bool)
+        scores = np.concatenate([r.scores for r, _, _ in parts]) if parts else np.empty(0, np.float32)
+        p_values = np.concatenate([r.p_values for r, _, _ in parts]) if parts else np.empty(0)
+        flags = np.concatenate([r.is_anomaly for r, _, _ in parts]) if parts else np.empty(0, bool)
         t = parts[0][0].threshold if parts else float("nan")
         if fdr is not None:  # BH needs every p-value of the file before any flag
-            flags, t = benjamini_hochberg(p_values, fdr) | (p_values == 0), float("nan")
+            flags, t = fdr_flags(p_values, p_values == 0, fdr), float("nan")
             start = 0
-            for res, top in parts:
+            for res, top, ids in parts:
                 n = res.scores.shape[0]
-                writer.write(res.scores, res.p_values, flags[start : start + n], top)
+                writer.write(res.scores, res.p_values, flags[start : start + n], top, ids)
                 start += n
         writer.close()
         if output is None:
@@ -117,14 +129,30 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     result = ScoreResult(scores=scores, p_values=p_values, is_anomaly=flags, threshold=t,
                          score_name=parts[0][0].score_name if parts else (score or scorer.default_score),
                          alpha=parts[0][0].alpha if parts and fdr is None else None)
-    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf get p = 0
+    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf/missing values get p = 0
     if n_bad:
-        warnings.warn(f"{new_file}: {n_bad} rows hold NaN or infinite values; reported as anomalous "
+        warnings.warn(f"{new_file}: {n_bad} rows hold missing, NaN or infinite values; reported as anomalous "
                       "(score inf, p_value 0, is_anomaly 1).")
     if summary_json is not None:
         with atomic_write(summary_json, "w") as f:
             json.dump(batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer), f, indent=1)
     return result
+
+
+def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool):
+    """(rows, ID columns or None) chunks of a file: a table model's tables are read by column name
+    and encoded (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
+    spec = scorer.table
+    if spec is None or Path(path).suffix.lower() not in TABLE_SUFFIXES:
+        for raw in iter_matrix_chunks(path, chunk_rows, csv_format):
+            yield raw, None
+        return
+    done = 0
+    for table in iter_table(path, chunk_rows, csv_format, column_types=schema.read_types(spec),
+                            columns=schema.needed_columns(spec)):
+        yield (scorer.encode_table(table, name=str(path), first_row=done, allow_missing=allow_missing),
+               schema.id_values(table, spec, name=str(path)))
+        done += table.num_rows
 
 
 def sample_file(model: str | os.PathLike, output: str | os.PathLike, n: int | None = None, *, seed: int = 0,

@@ -19,25 +19,28 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterator
 
 import numpy as np
 
 from ..errors import InputValidationError, OutputWriteError
+from . import schema, tables
+from .tables import DEFAULT_CSV, CsvFormat
 from .validation import NUMERIC_KINDS
 
 #: readable inputs (Parquet needs the [parquet] extra)
 STREAM_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
 
 
-def read_matrix(path: str | os.PathLike) -> np.ndarray:
+def read_matrix(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV) -> np.ndarray:
     """Read a numeric matrix from ``.npy``, ``.npz`` or ``.csv``.
 
     Parameters
     ----------
     path : path to a ``.npy`` file (a numeric array), a ``.npz`` archive (array ``X``, or its only
-        array), a ``.csv`` file (numeric cells, comma-separated, optional header row) or a
-        ``.parquet`` file of numeric columns (extra ``[parquet]``).
+        array), a ``.csv`` file of numbers or a ``.parquet`` file of numeric columns, read by
+        position (:mod:`vae_anomaly.deploy.tables`; empty cells are NaN).
+    fmt : a CSV's header and delimiter.
 
     Returns
     -------
@@ -47,7 +50,7 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
     ------
     InputValidationError
         Missing file, unsupported suffix, object/string dtype (never unpickled), a header that
-        disagrees with the file size, or a non-numeric CSV cell (row and column named).
+        disagrees with the file size, or a non-numeric CSV cell (column and row named).
     """
     p = Path(path)
     if not p.is_file():
@@ -57,14 +60,55 @@ def read_matrix(path: str | os.PathLike) -> np.ndarray:
         return _read_npy(p)
     if suffix == ".npz":
         return _read_npz(p)
-    if suffix == ".csv":
-        return _read_csv(p)
-    if suffix == ".parquet":
-        return np.concatenate(list(_iter_parquet(p, 65536)))
+    if suffix in (".csv", ".parquet"):
+        return np.concatenate(list(_iter_table_matrix(p, 1 << 20, fmt)))
     raise InputValidationError(
         f"{p}: unsupported file type {suffix or '(none)'!r}; expected one of "
         f"{', '.join(STREAM_SUFFIXES)}. Convert the data to one of these formats."
     )
+
+
+def read_fit_table(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV, *, exclude=None, id_columns=None,
+                   categorical=None) -> tuple[np.ndarray, dict]:
+    """A .csv or .parquet training file as the model's input matrix and its table schema.
+
+    The column roles come from the file's types (:func:`vae_anomaly.deploy.schema.infer_roles`),
+    the file is read with them (numbers as float64, categories as text), each categorical column's
+    categories are its distinct values, and the rows are encoded
+    (:func:`vae_anomaly.deploy.schema.encode`).
+
+    Returns
+    -------
+    (ndarray float64 (n_rows, width), schema dict)
+
+    Raises
+    ------
+    InputValidationError : see :func:`~vae_anomaly.deploy.schema.infer_roles`,
+        :func:`~vae_anomaly.deploy.schema.build_schema` and :func:`~vae_anomaly.deploy.schema.encode`;
+        a missing value in a training row (column and row named).
+    """
+    roles = schema.infer_roles(tables.file_schema(path, fmt), exclude=exclude, id_columns=id_columns,
+                               categorical=categorical, name=str(path))
+    table = tables.read_table(path, fmt, column_types=schema.read_types(roles, with_ids=False),
+                              columns=schema.feature_names(roles))
+    spec = schema.build_schema(table, roles, name=str(path))
+    return schema.encode(table, spec, name=str(path)), spec
+
+
+def read_table_rows(path: str | os.PathLike, spec: dict, fmt: CsvFormat = DEFAULT_CSV) -> np.ndarray:
+    """A .csv or .parquet file's rows encoded with a fitted table schema (float64, (n_rows, width));
+    columns matched by name. Raises InputValidationError as :func:`vae_anomaly.deploy.schema.encode`."""
+    table = tables.read_table(path, fmt, column_types=schema.read_types(spec, with_ids=False),
+                              columns=schema.feature_names(spec))
+    return schema.encode(table, spec, name=str(path))
+
+
+def read_rows(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV):
+    """A whole input file for a Scorer: a .csv or .parquet file as a pyarrow Table (a model fitted
+    on a table matches its columns by name), anything else as :func:`read_matrix` reads it."""
+    if Path(path).suffix.lower() in tables.TABLE_SUFFIXES:
+        return tables.read_table(path, fmt)
+    return read_matrix(path, fmt)
 
 
 def _check_dtype(label: str, dtype: np.dtype) -> None:
@@ -126,11 +170,8 @@ def parse_matrix_bytes(data: bytes, kind: str, label: str) -> np.ndarray:
     if kind == "npy":
         _check_npy_header(io.BytesIO(data), len(data), label)
         return np.load(io.BytesIO(data), allow_pickle=False)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputValidationError(f"{label}: cannot read as UTF-8 text CSV ({e}).") from None
-    return _parse_csv(io.StringIO(text, newline=""), label)
+    table = tables.read_csv_bytes(data, label)
+    return schema.encode(table, schema.positional(table.column_names), name=label, allow_missing=True)
 
 
 def _read_npz(p: Path) -> np.ndarray:
@@ -160,73 +201,15 @@ def _read_npz(p: Path) -> np.ndarray:
         ) from None
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_csv(p: Path) -> np.ndarray:
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            return _parse_csv(f, str(p))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputValidationError(f"{p}: cannot read as UTF-8 text CSV ({e}).") from None
-
-
-def _parse_csv(lines: Iterable[str], p: str) -> np.ndarray:
-    """Parse numeric CSV lines; a first row that is not all numbers is taken as the header."""
-    return np.concatenate(list(_iter_csv(lines, p, chunk_rows=None)))
-
-
-def _iter_csv(lines: Iterable[str], p: str, chunk_rows: int | None) -> Iterator[np.ndarray]:
-    """Numeric CSV rows in float64 chunks of ``chunk_rows`` (None = one chunk); errors name the row."""
-    reader = (r for r in csv.reader(lines) if r)  # blank lines carry no data
-    first = next(reader, None)
-    if first is None:
-        raise InputValidationError(f"{p}: empty file; expected rows of comma-separated numbers.")
-    width = len(first)
-    pending: list[list[str]] = [first] if all(_is_number(c) for c in first) else []  # else: a header
-    done = 0
-    for row in reader:
-        if chunk_rows is not None and len(pending) == chunk_rows:
-            yield _csv_block(pending, width, done, p)
-            done += len(pending)
-            pending = []
-        pending.append(row)
-    if pending or done == 0:
-        yield _csv_block(pending, width, done, p)
-
-
-def _csv_block(rows: list[list[str]], width: int, first_row: int, p: str) -> np.ndarray:
-    out = np.empty((len(rows), width), dtype=np.float64)
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise InputValidationError(
-                f"{p}: data row {first_row + i} has {len(row)} cells; expected {width} like the first row. "
-                "Fix the ragged row."
-            )
-        for j, cell in enumerate(row):
-            try:
-                out[i, j] = float(cell)
-            except ValueError:
-                raise InputValidationError(
-                    f"{p}: data row {first_row + i}, column {j} holds {cell[:40]!r}; expected a number. "
-                    "Remove or encode non-numeric columns."
-                ) from None
-    return out
-
-
-def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iterator[np.ndarray]:
+def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536, fmt: CsvFormat = DEFAULT_CSV
+                       ) -> Iterator[np.ndarray]:
     """Read a matrix in row chunks, so that memory is set by ``chunk_rows``, not by the file.
 
     ``.npy`` (C order): the header is checked first, then ``chunk_rows`` rows are read at a time
     into a fresh buffer (no memory map, whose pages would grow resident memory to the file size);
-    a Fortran-ordered ``.npy`` is read through a memory map one chunk at a time. ``.csv``: parsed
-    ``chunk_rows`` rows at a time. ``.parquet`` (extra ``[parquet]``): pyarrow's
-    ``ParquetFile.iter_batches``. ``.npz`` members cannot be streamed and are read whole.
+    a Fortran-ordered ``.npy`` is read through a memory map one chunk at a time. ``.csv`` and
+    ``.parquet``: pyarrow's readers (:mod:`vae_anomaly.deploy.tables`), columns by position, ``fmt``
+    giving a CSV's header and delimiter. ``.npz`` members cannot be streamed and are read whole.
 
     Yields
     ------
@@ -245,14 +228,8 @@ def iter_matrix_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iter
     suffix = p.suffix.lower()
     if suffix == ".npy":
         yield from _iter_npy(p, chunk_rows)
-    elif suffix == ".csv":
-        try:
-            with p.open(newline="", encoding="utf-8") as f:
-                yield from _iter_csv(f, str(p), chunk_rows)
-        except UnicodeDecodeError as e:
-            raise InputValidationError(f"{p}: cannot read as UTF-8 text CSV ({e}).") from None
-    elif suffix == ".parquet":
-        yield from _iter_parquet(p, chunk_rows)
+    elif suffix in (".csv", ".parquet"):
+        yield from _iter_table_matrix(p, chunk_rows, fmt)
     else:
         arr = read_matrix(p)
         if arr.ndim != 2 or arr.shape[0] == 0:
@@ -279,30 +256,25 @@ def _iter_npy(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
             yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
 
 
-def _iter_parquet(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputValidationError(f"{p}: reading Parquet needs pyarrow: pip install 'vae-anomaly[parquet]'.") from None
-    try:
-        pf = pq.ParquetFile(p)
-    except (pa.ArrowException, OSError) as e:
-        raise InputValidationError(f"{p}: not a readable Parquet file ({str(e)[:120]}).") from None
-    for field in pf.schema_arrow:
-        t = field.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-            raise InputValidationError(
-                f"{p}: column {field.name!r} has type {t}; expected numeric columns. Drop or encode it.")
-    width = len(pf.schema_arrow)
-    emitted = False
-    for batch in pf.iter_batches(batch_size=chunk_rows):
-        # nullable columns come back as float with NaN for nulls; the input gate reports them
-        yield np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float64) for c in batch.columns]) \
-            if width else np.empty((batch.num_rows, 0))
-        emitted = True
-    if not emitted:
-        yield np.empty((0, width))
+def _iter_table_matrix(p: Path, chunk_rows: int, fmt: CsvFormat) -> Iterator[np.ndarray]:
+    """A CSV or Parquet file of numbers, read by position, as float64 chunks (nulls -> NaN)."""
+    if p.suffix.lower() == ".csv":
+        names = tables.csv_columns(p, fmt)
+        chunks = tables.iter_table(p, chunk_rows, fmt, column_types={c: _float64() for c in names})
+    else:
+        chunks = tables.iter_table(p, chunk_rows)
+    for table in chunks:
+        positional = schema.positional(table.column_names)
+        if len(set(table.column_names)) != table.num_columns:
+            raise InputValidationError(f"{p}: column names repeat; expected unique names (or --no-header).")
+        yield schema.encode(table, positional, name=str(p), allow_missing=True) if table.num_columns \
+            else np.empty((table.num_rows, 0))
+
+
+def _float64():
+    import pyarrow as pa
+
+    return pa.float64()
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:
@@ -317,28 +289,34 @@ def check_output_folder(path: str | os.PathLike) -> Path:
 
 
 def scores_csv_header(top_features: bool = False) -> str:
-    """The header line of the scores CSV."""
+    """The header line of the scores CSV (without ID columns)."""
     return "row,score,p_value,is_anomaly" + (",top_features" if top_features else "") + "\n"
 
 
 def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
-                     first_row: int = 0, top_features: np.ndarray | None = None) -> None:
-    """Write ``row,score,p_value,is_anomaly[,top_features]`` lines (no header) to a text file.
+                     first_row: int = 0, top_features: list | np.ndarray | None = None, ids: list | None = None) -> None:
+    """Write ``[ids...,]row,score,p_value,is_anomaly[,top_features]`` lines (no header) to a text file.
 
     ``row`` is the 0-based input row (offset by ``first_row``); scores and p-values are written with
     9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1; ``top_features``
-    (int, (n_rows, k)) becomes the feature indices joined by ";", most anomalous first.
+    (per row, feature indices or names, most anomalous first) are joined by ";"; ``ids`` (per ID
+    column, a list of text values or None) come first, quoted by the :mod:`csv` module as needed.
     """
-    if top_features is None:  # one %-format over the whole chunk: 1.7x faster than a line at a time
+    if top_features is None and ids is None:  # one %-format over the whole chunk: 1.7x faster than a line at a time
         fields: list = [0] * (4 * len(scores))
         fields[0::4] = range(first_row, first_row + len(scores))
         fields[1::4], fields[2::4] = scores.tolist(), p_values.tolist()
         fields[3::4] = np.asarray(is_anomaly, dtype=np.uint8).tolist()
         f.write(("%d,%.9g,%.9g,%d\n" * len(scores)) % tuple(fields))
-    else:
-        rows = zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist())
-        f.writelines(f"{first_row + i},{s:.9g},{p:.9g},{int(a)},{';'.join(map(str, t))}\n"
-                     for i, ((s, p, a), t) in enumerate(zip(rows, top_features.tolist())))
+        return
+    lines = [[first_row + i, f"{s:.9g}", f"{p:.9g}", int(a)]
+             for i, (s, p, a) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist()))]
+    if top_features is not None:
+        for line, t in zip(lines, top_features):
+            line.append(";".join(map(str, t)))
+    if ids is not None:
+        lines = [[*(("" if v is None else v) for v in vals), *line] for vals, line in zip(zip(*ids), lines)]
+    csv.writer(f, lineterminator="\n").writerows(lines)
 
 
 #: output formats of ``score -o``, by suffix
@@ -367,15 +345,31 @@ def _npy_vector_header(n: int) -> bytes:
 class ScoreWriter:
     """Writes per-row results incrementally to a binary file, in one of :data:`OUTPUT_FORMATS`.
 
-    csv: ``row,score,p_value,is_anomaly[,top_features]`` (9 significant digits, so float32 scores
-    round-trip; top features joined by ";"); jsonl: one object per row (a non-finite score is null);
-    npy: a float32 vector of the scores; parquet: columns row, score, p_value, is_anomaly
-    [, top_features] (extra ``[parquet]``). Call :meth:`close` to finish the file.
+    csv: ``[ID columns...,]row,score,p_value,is_anomaly[,top_features]`` (9 significant digits, so
+    float32 scores round-trip; top features joined by ";"); jsonl: one object per row (a non-finite
+    score is null); npy: a float32 vector of the scores; parquet: the ID columns (as stored), row,
+    score, p_value, is_anomaly [, top_features] (extra ``[parquet]``). Call :meth:`close` to finish.
+
+    Parameters
+    ----------
+    f : the binary file.
+    fmt : "csv", "jsonl", "npy" or "parquet".
+    top_features : rows come with their top features.
+    id_schema : the pyarrow schema of the ID columns carried before ``row`` (None = none); CSV and
+        JSONL write their values as text.
+    feature_names : names for the top features (None = their indices).
     """
 
-    def __init__(self, f: IO[bytes], fmt: str, top_features: bool = False):
+    def __init__(self, f: IO[bytes], fmt: str, top_features: bool = False, *, id_schema=None,
+                 feature_names: list[str] | None = None):
         self.f, self.fmt, self.top, self.n = f, fmt, top_features, 0
+        self.id_schema, self.names = id_schema, feature_names
+        id_names = [] if id_schema is None else list(id_schema.names)
         if fmt == "csv":
+            if id_names:
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(id_names)
+                f.write((buf.getvalue() + ",").encode())
             f.write(scores_csv_header(top_features).encode())
         elif fmt == "npy":
             f.write(_npy_vector_header(0))
@@ -385,33 +379,45 @@ class ScoreWriter:
                 import pyarrow.parquet as pq
             except ImportError:
                 raise OutputWriteError("writing Parquet needs pyarrow: pip install 'vae-anomaly[parquet]'.") from None
-            fields = [("row", pa.int64()), ("score", pa.float32()), ("p_value", pa.float64()),
-                      ("is_anomaly", pa.int8())] + ([("top_features", pa.list_(pa.int32()))] if top_features else [])
+            top_type = pa.list_(pa.string() if feature_names else pa.int32())
+            fields = [*(id_schema or []), ("row", pa.int64()), ("score", pa.float32()), ("p_value", pa.float64()),
+                      ("is_anomaly", pa.int8())] + ([("top_features", top_type)] if top_features else [])
             self._pa, self._schema = pa, pa.schema(fields)
             self._pq = pq.ParquetWriter(f, self._schema)
 
     def write(self, scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
-              top_features: np.ndarray | None = None) -> None:
-        """Append rows; ``row`` numbers continue from the rows already written."""
+              top_features: np.ndarray | None = None, ids=None) -> None:
+        """Append rows; ``row`` numbers continue from the rows already written. ``top_features``:
+        int (n, k) feature indices; ``ids``: a pyarrow Table of the rows' ID columns."""
         first, n = self.n, len(scores)
+        tops = None
+        if top_features is not None:
+            tops = [[self.names[j] for j in t] for t in top_features.tolist()] if self.names else top_features.tolist()
         if self.fmt == "csv":
             buf = io.StringIO()
-            write_scores_csv(buf, scores, p_values, is_anomaly, first_row=first, top_features=top_features)
+            write_scores_csv(buf, scores, p_values, is_anomaly, first_row=first, top_features=tops,
+                             ids=None if ids is None else _text_columns(ids))
             self.f.write(buf.getvalue().encode())
         elif self.fmt == "jsonl":
-            tops = top_features.tolist() if top_features is not None else [None] * n
+            tops = tops if tops is not None else [None] * n
+            id_rows = [dict(zip(ids.column_names, v)) for v in zip(*_text_columns(ids))] if ids is not None \
+                else [{}] * n
             self.f.write("".join(
-                json.dumps({"row": first + i, "score": s if np.isfinite(s) else None, "p_value": p,
+                json.dumps({**d, "row": first + i, "score": s if np.isfinite(s) else None, "p_value": p,
                             "is_anomaly": int(a), **({"top_features": t} if t is not None else {})}) + "\n"
-                for i, (s, p, a, t) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist(), tops))
+                for i, (d, s, p, a, t) in enumerate(zip(id_rows, scores.tolist(), p_values.tolist(),
+                                                        is_anomaly.tolist(), tops))
             ).encode())
         elif self.fmt == "npy":
             self.f.write(np.ascontiguousarray(scores, dtype="<f4").tobytes())
         else:
+            pa = self._pa
             cols = [np.arange(first, first + n, dtype=np.int64), scores.astype(np.float32), p_values,
-                    is_anomaly.astype(np.int8)] + ([list(map(list, top_features.tolist()))] if self.top else [])
-            self._pq.write_table(self._pa.Table.from_arrays(
-                [self._pa.array(c, type=t) for c, t in zip(cols, self._schema.types)], schema=self._schema))
+                    is_anomaly.astype(np.int8)] + ([tops] if self.top else [])
+            n_ids = 0 if ids is None else ids.num_columns
+            arrays = [ids.column(i) for i in range(n_ids)] + \
+                [pa.array(c, type=t) for c, t in zip(cols, self._schema.types[n_ids:])]
+            self._pq.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self.n += n
 
     def close(self) -> None:
@@ -422,6 +428,14 @@ class ScoreWriter:
             self.f.seek(0, os.SEEK_END)
         elif self.fmt == "parquet":
             self._pq.close()
+
+
+def _text_columns(ids) -> list[list]:
+    """A pyarrow Table's columns as lists of text (None for a missing value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return [(c if pa.types.is_string(c.type) else pc.cast(c, pa.string())).to_pylist() for c in ids.columns]
 
 
 @contextlib.contextmanager

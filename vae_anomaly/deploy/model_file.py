@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputValidationError, ModelArtifactError
-from . import artifact, conditions
+from . import artifact, conditions, schema, tables
 from .validation import check_array, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
@@ -120,6 +120,27 @@ class ModelFile:
         return self.metadata.get("condition")
 
     @property
+    def table(self) -> dict | None:
+        """The table schema of a model fitted on a table (:mod:`vae_anomaly.deploy.schema`), else None
+        (a positional model: columns are taken by position)."""
+        return self.metadata.get("table")
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """The name of each per-feature term (one per original column), or None for a positional model."""
+        return self.metadata.get("feature_names")
+
+    @property
+    def n_feature_terms(self) -> int:
+        """Per-feature terms per row: one per numeric column and one per categorical column."""
+        return int(self.metadata.get("n_feature_terms", self.n_features))
+
+    def term_starts(self) -> np.ndarray:
+        """For each per-feature term, its first column in the graph's input (a categorical block's
+        first slot, which is NaN exactly when the value is missing); int64 (n_feature_terms,)."""
+        return schema.term_starts(self.table) if self.table else np.arange(self.n_features)
+
+    @property
     def _inputs(self) -> list[str]:
         return [artifact.INPUT_NAME] + ([artifact.CONDITION_NAME] if self.condition else [])
 
@@ -129,10 +150,17 @@ class ModelFile:
         (n_rows, *input_shape) are flattened. The other arguments are those of
         :func:`~vae_anomaly.deploy.validation.check_array`.
 
+        A table (pandas DataFrame, pyarrow Table, list of {column: value} records) is encoded
+        first (:meth:`encode_table`).
+
         Raises
         ------
-        InputValidationError : not numeric, wrong shape or column count, NaN/inf (unless allowed).
+        InputValidationError : not numeric, wrong shape or column count, NaN/inf (unless allowed);
+            for a table, a missing column or text in a numeric column (named).
         """
+        if tables.is_table(X):
+            X = self.encode_table(tables.as_table(X, name), name=name, first_row=first_row,
+                                  allow_missing=allow_nonfinite)
         return check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
                            allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows)
 
@@ -146,6 +174,20 @@ class ModelFile:
         """
         x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite)
         return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
+
+    def encode_table(self, table, *, name: str = "X", first_row: int = 0, allow_missing: bool = False) -> np.ndarray:
+        """A pyarrow Table's rows as this model's graph input (float64, (n_rows, n_features)):
+        columns matched by name (:func:`vae_anomaly.deploy.schema.encode`), or taken by position
+        for a positional model.
+
+        Raises
+        ------
+        InputValidationError : a missing feature column, text in a numeric column, a missing value
+            when not allowed (column and row named).
+        """
+        spec = self.table or schema.positional(table.column_names)
+        return schema.encode(table, spec, name=name, first_row=first_row,
+                             allow_missing=allow_missing or self.table is None)
 
     @property
     def score_names(self) -> list[str]:
@@ -186,7 +228,7 @@ class ModelFile:
             res = session.run(outputs, feeds)
             for acc, r in zip(parts, res):
                 acc.append(r)
-        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_features),
+        shapes = {artifact.FEATURE_TERMS_OUTPUT: (0, self.n_feature_terms),
                   artifact.LATENT_OUTPUT: (0, int(self.metadata.get("latent_dim", 0)))}
         return [
             np.concatenate(acc) if acc else np.empty(shapes.get(o, (0,)), dtype=np.float32)
@@ -200,7 +242,8 @@ class ModelFile:
         Parameters
         ----------
         X : array-like, shape (n_rows, n_features), raw features (any numeric dtype); an image
-            model also takes (n_rows, *input_shape).
+            model also takes (n_rows, *input_shape); or a table (pandas DataFrame, pyarrow Table,
+            list of {column: value} records), columns matched by name for a model fitted on a table.
         score : "neg-elbo", "recon-prob" or "iwae"; None = the model's default.
         condition : a conditional model's conditions, one per row (ids (n,), one-hot (n, K) or
             numeric (n, m)); must be None for an unconditional model.
@@ -223,10 +266,12 @@ class ModelFile:
 
     def feature_terms(self, X, *, name: str = "X", condition=None,
                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """Per-feature reconstruction terms −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)) + log scale_j.
+        """Per-feature reconstruction terms: −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)) + log scale_j for
+        a numeric column, −(1/L) Σ_l log p(x_c | z_l) for a categorical one.
 
-        Returns float32, shape (n_rows, n_features), in nats; each row sums to its "recon-prob"
-        score. Higher = that feature (an image's pixel) is more anomalous.
+        Returns float32, shape (n_rows, n_feature_terms) (one per original column; n_features for a
+        positional model), in nats; each row sums to its "recon-prob" score. Higher = that feature
+        (an image's pixel) is more anomalous.
         """
         x, c = self.rows(X, name, condition)
         return self.run(x, [artifact.FEATURE_TERMS_OUTPUT], chunk_rows, c)[0]

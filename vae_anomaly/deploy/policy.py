@@ -75,14 +75,27 @@ def decide(scores: np.ndarray, nonfinite: np.ndarray, calibration_sorted: np.nda
 
     A row marked ``nonfinite`` (it held NaN/inf under ``nan_policy="flag"``) gets p-value 0 and is
     always flagged, never reported as normal. With ``fdr`` the flags are Benjamini–Hochberg's over
-    these rows at that false discovery rate, and the result's threshold is NaN; otherwise
-    ``scores > threshold``.
+    these rows at that false discovery rate (:func:`fdr_flags`), and the result's threshold is NaN;
+    otherwise ``scores > threshold``.
     """
     p_values = conformal_p_values(scores, calibration_sorted)
     p_values[nonfinite] = 0.0
     if fdr is not None:
-        flags, threshold = benjamini_hochberg(p_values, fdr), float("nan")
+        flags, threshold = fdr_flags(p_values, nonfinite, fdr), float("nan")
     else:
         flags = scores > threshold
     return ScoreResult(scores=scores, p_values=p_values, is_anomaly=flags | nonfinite, threshold=threshold,
                        score_name=score, alpha=alpha, feature_terms=feature_terms)
+
+
+def fdr_flags(p_values: np.ndarray, nonfinite: np.ndarray, fdr: float) -> np.ndarray:
+    """Benjamini–Hochberg flags at false discovery rate ``fdr`` over the rows that were scored,
+    plus every ``nonfinite`` row (bool (n,)).
+
+    A row flagged for a NaN/inf/missing value has no score and is not one of BH's hypotheses: were
+    its p-value of 0 counted, each such row would raise every other row's BH cut-off by fdr/n and
+    flag normal rows that BH would not (Benjamini & Hochberg 1995, step-up procedure over m scored rows).
+    """
+    flags = nonfinite.copy()
+    flags[~nonfinite] = benjamini_hochberg(p_values[~nonfinite], fdr)
+    return flags

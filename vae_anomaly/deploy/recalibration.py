@@ -16,7 +16,7 @@ from .calibration import (
     threshold_for_target,
     threshold_metrics,
 )
-from .io import read_matrix
+from .io import read_matrix, read_rows
 from .scorer import Scorer
 
 
@@ -27,8 +27,8 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
     Parameters
     ----------
     model_path : the model file, rewritten atomically (the graph is unchanged).
-    X : array-like (n_rows, n_features) (or images, for an image model): validation rows; without
-        labels they must all be normal.
+    X : array-like (n_rows, n_features) (or images, for an image model), or a table: validation
+        rows; without labels they must all be normal.
     condition : a conditional model's conditions, one per row of X.
     labels : optional (n_rows,) 0/1 (1 = anomaly). The calibration scores come from the rows
         labelled 0; the threshold is chosen by ``target``.
@@ -89,8 +89,9 @@ def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike,
 
     ``val_file`` holds the validation rows, ``labels`` a 0/1 label per row (1 = anomaly) and
     ``condition`` a conditional model's condition per row, in any format
-    :func:`~vae_anomaly.deploy.io.read_matrix` reads. Returns and raises as :func:`recalibrate`.
+    :func:`~vae_anomaly.deploy.io.read_matrix` reads (a .csv or .parquet ``val_file`` is read as a
+    table, matched by name for a model fitted on a table). Returns and raises as :func:`recalibrate`.
     """
     y = read_matrix(labels).ravel() if labels is not None else None
-    return recalibrate(model_path, read_matrix(val_file), labels=y, alpha=alpha, target=target, recall=recall,
+    return recalibrate(model_path, read_rows(val_file), labels=y, alpha=alpha, target=target, recall=recall,
                        name=str(val_file), condition=read_matrix(condition) if condition is not None else None)

@@ -57,15 +57,18 @@ class Scorer(ModelFile):
 
         Parameters
         ----------
-        X : array-like, shape (n_rows, n_features).
+        X : array-like, shape (n_rows, n_features), or a table (pandas DataFrame, pyarrow Table, list
+            of {column: value} records) matched by name (see :meth:`score_samples`).
         score : score type; None = the model's default.
         threshold : "auto" flags rows whose conformal p-value <= alpha (false-alarm rate <= alpha on
             normal rows exchangeable with the calibration rows); a float flags score > threshold.
         alpha : overrides the model's stored alpha for ``threshold="auto"``.
-        nan_policy : "raise" refuses NaN/±inf values; "flag" scores the other rows and reports
-            each row holding one as anomalous (score +inf, p-value 0, is_anomaly True), never normal.
+        nan_policy : "raise" refuses NaN/±inf values and missing cells; "flag" scores the other rows
+            and reports each row holding one as anomalous (score +inf, p-value 0, is_anomaly True),
+            never normal.
         fdr : if given, flag by Benjamini–Hochberg over this batch's p-values at this false
-            discovery rate instead of by threshold (``threshold`` is then NaN in the result).
+            discovery rate instead of by threshold (``threshold`` is then NaN in the result); rows
+            flagged for NaN/inf/missing values are left out of BH's count.
         feature_terms : also return the per-feature terms, from the same run of the graph.
         condition : a conditional model's conditions, one per row (see :meth:`score_samples`).
 
@@ -90,7 +93,7 @@ class Scorer(ModelFile):
         scores[~bad] = ran[0]
         terms = None
         if feature_terms:
-            terms = np.where(np.isfinite(x), np.float32(0), np.float32(np.inf))
+            terms = np.where(np.isfinite(x[:, self.term_starts()]), np.float32(0), np.float32(np.inf))
             terms[~bad] = ran[1]
         t, alpha = self._auto_threshold(score, alpha) if threshold == "auto" else (float(threshold), None)
         return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,

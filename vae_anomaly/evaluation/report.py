@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deploy.io import atomic_write, check_output_folder, read_matrix
+from ..deploy.io import atomic_write, check_output_folder, read_matrix, read_rows
 from ..deploy.monitoring import top_features
 from ..deploy.scorer import Scorer
 from ..errors import InputValidationError, OutputWriteError
@@ -50,7 +50,7 @@ def _figure(scorer: Scorer, result, labels, top_rows, top_feats, title: str, lat
     ax = axes[1]
     ax.axis("off")
     lines = ["row      score    p-value  top features"] + [
-        f"{r:<6d} {result.scores[r]:>9.3g} {result.p_values[r]:>9.3g}  {', '.join(map(str, top_feats[i]))}"
+        f"{r:<6d} {result.scores[r]:>9.3g} {result.p_values[r]:>9.3g}  {', '.join(top_feats[i])}"
         for i, r in enumerate(top_rows)]
     ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top")
     ax.set_title("most anomalous rows", fontsize=10)
@@ -111,7 +111,9 @@ def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labe
                 f"--labels: expected {x.shape[0]} labels of 0 and 1 with both classes present.")
     result = scorer.predict(x, feature_terms=True, condition=condition)
     top_rows = np.argsort(-result.scores, kind="stable")[: max(1, top)]
-    top_feats = top_features(result.feature_terms[top_rows], 3)
+    names = scorer.feature_names
+    top_feats = [[names[j] if names else str(j) for j in t]
+                 for t in top_features(result.feature_terms[top_rows], 3).tolist()]
     projection = latent_projection(scorer.latent_means(x, condition=condition)) if latent else None
     fig = _figure(scorer, result, labels, top_rows, top_feats, title, projection)
     buf = io.BytesIO()
@@ -123,8 +125,8 @@ def write_report(scorer: Scorer, x: np.ndarray, path: str | os.PathLike, *, labe
             f.write(png)
         return
     rows = "".join(f"<tr><td>{r}</td><td>{result.scores[r]:.6g}</td><td>{result.p_values[r]:.4g}</td>"
-                   f"<td>{int(result.is_anomaly[r])}</td><td>{', '.join(map(str, t))}</td></tr>"
-                   for r, t in zip(top_rows, top_feats.tolist()))
+                   f"<td>{int(result.is_anomaly[r])}</td><td>{html.escape(', '.join(t))}</td></tr>"
+                   for r, t in zip(top_rows, top_feats))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
             f"<h1>{html.escape(title)}</h1><p>model {scorer.model_id}, score {result.score_name}, "
             f"{int(result.is_anomaly.sum())} of {result.scores.size} rows flagged.</p>"
@@ -146,7 +148,7 @@ def report_file(new_file: str | os.PathLike, model: str | os.PathLike, output: s
     """
     check_output_folder(output)
     scorer = Scorer(model)
-    x = scorer.check_rows(read_matrix(new_file), name=str(new_file))
+    x = scorer.check_rows(read_rows(new_file), name=str(new_file))
     y = read_matrix(labels).ravel() if labels is not None else None
     write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
                  condition=read_matrix(condition) if condition is not None else None)

@@ -6,9 +6,17 @@ Importing this module does not import torch; calling :func:`fit_file` does.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from ..deploy import schema
 from ..deploy.calibration import check_alpha
-from ..deploy.io import check_output_folder, read_matrix
+from ..deploy.io import (
+    check_output_folder,
+    read_fit_table,
+    read_matrix,
+    read_table_rows,
+)
+from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat
 from ..errors import InputValidationError
 from .config import ProgressCallback, TrainConfig, check_config
 
@@ -18,13 +26,15 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              condition: str | os.PathLike | None = None, val_condition: str | os.PathLike | None = None,
              condition_kind: str = "auto", checkpoint: str | os.PathLike | None = None,
              checkpoint_every: int = 10, resume: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None) -> dict:
+             progress: ProgressCallback | None = None, exclude=None, id_columns=None, categorical=None,
+             csv_format: CsvFormat = DEFAULT_CSV) -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
 
     Parameters
     ----------
-    normal_file : normal rows: .npy (rows, or images (N, H, W) / (N, C, H, W)), .npz (array ``X``),
-        .csv or .parquet, numeric.
+    normal_file : normal rows: a table (.csv with a header row, or .parquet: numeric and
+        categorical columns, matched by name when scoring), or a numeric matrix (.npy: rows, or
+        images (N, H, W) / (N, C, H, W); .npz: array ``X``), taken by position.
     output : where the model goes; written atomically (an existing model is replaced only by a
         complete, checked one, never damaged).
     config : training settings (:class:`~vae_anomaly.training.config.TrainConfig`); None = defaults.
@@ -36,6 +46,11 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     resume : continue from this checkpoint (written for the same rows); checkpoints keep going to it
         unless ``checkpoint`` is given.
     progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_neg_elbo).
+    exclude, id_columns, categorical : column roles of a table (names, a list or "a,b"): columns
+        ignored at fit and score; ID columns (never features; carried into the score output);
+        integer columns modelled as categories (text, boolean and dictionary columns always are).
+        See :mod:`vae_anomaly.deploy.schema`.
+    csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
 
     Returns
     -------
@@ -56,17 +71,29 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     check_output_folder(output)  # fail before training, not after
     check_alpha(alpha)
     cfg = check_config(config or TrainConfig())
-    X = read_matrix(normal_file)
-    X_val = read_matrix(val) if val is not None else None
-    C = read_matrix(condition) if condition is not None else None
-    C_val = read_matrix(val_condition) if val_condition is not None else None
+    spec = None
+    if Path(normal_file).suffix.lower() in TABLE_SUFFIXES:
+        X, spec = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
+                                 categorical=categorical)
+    elif exclude or id_columns or categorical:
+        raise InputValidationError(f"{normal_file}: --exclude, --id-columns and --categorical need a table "
+                                   "(.csv or .parquet) with named columns.")
+    else:
+        X = read_matrix(normal_file)
+    X_val = None
+    if val is not None:
+        X_val = read_table_rows(val, spec, csv_format) if spec is not None and Path(val).suffix.lower() \
+            in TABLE_SUFFIXES else read_matrix(val, csv_format)
+    C = read_matrix(condition, csv_format) if condition is not None else None
+    C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
         raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
                                    "conditions too (and only then).")
     result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
                    progress=progress, name=str(normal_file), checkpoint=checkpoint if checkpoint is not None else resume,
-                   checkpoint_every=checkpoint_every, resume=resume)
-    return export_model(result, output, alpha=alpha)
+                   checkpoint_every=checkpoint_every, resume=resume,
+                   categories=() if spec is None else schema.categories(spec))
+    return export_model(result, output, alpha=alpha, table=spec)
 
 
 def fit_progress_bar(quiet: bool = False, console=None):
