@@ -18,16 +18,29 @@ Conditional Generative Models", NeurIPS 2015): with a condition vector c of size
 category or a numeric context), q(z|x, c) and p(x|z, c) take c as an extra input, and the prior
 p(z|c) = N(m(c), I) has a learned mean per condition (a linear map of c: one mean per category),
 so what counts as normal can depend on a known context.
+
+Heterogeneous likelihoods (HI-VAE: Nazábal, Olmos, Ghahramani & Valera, "Handling incomplete
+heterogeneous data using VAEs", Pattern Recognition 107, 2020, §3.1, the categorical likelihood
+p(x_c = k | z) = softmax_k(h_c(z))): with ``Architecture.categories`` = (K_1, ..., K_C) the input
+row is ``n_numeric`` raw numeric columns followed, per categorical column c, by a block of K_c + 1
+one-hot slots (slot k = category k, the last slot = a category never seen in training). The
+decoder's mean head then gives ``n_numeric`` Gaussian means and Σ K_c logits; its variance covers
+the numeric columns only. The one-hot slots are not standardized (loc 0, scale 1), and the
+encoder's first-layer weights of each "unseen" slot start (and, never receiving a gradient in
+training, stay) at 0, so an unseen category reads to the encoder as "no category".
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..errors import InputValidationError
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,13 @@ class Architecture:
     kind : "mlp" or "conv".
     image_shape : (C, H, W) of a row for ``kind="conv"`` (C·H·W = n_features), else None.
     condition_dim : size m of the condition vector c; 0 = unconditional.
+    categories : (K_1, ..., K_C), the number of training categories of each categorical column, in
+        block order; () = all columns numeric. The row holds ``n_numeric`` numeric columns, then a
+        block of K_c + 1 one-hot slots per categorical column (the last = unseen category), so
+        n_features = n_numeric + Σ (K_c + 1). MLP only.
+    category_floor : ε, the floor of every category probability: p_k = ε + (1 − K ε) softmax_k,
+        and an unseen category has probability ε (−log ε ≈ 9.2 nats for 1e-4, the most a
+        categorical column can cost). Needs K_c ε < 1.
     """
 
     n_features: int
@@ -55,11 +75,37 @@ class Architecture:
     kind: str = "mlp"
     image_shape: tuple[int, int, int] | None = None
     condition_dim: int = 0
+    categories: tuple[int, ...] = ()
+    category_floor: float = 1e-4
+
+    @property
+    def n_numeric(self) -> int:
+        """Numeric (Gaussian) columns: n_features − Σ (K_c + 1)."""
+        return self.n_features - sum(k + 1 for k in self.categories)
+
+    @property
+    def n_columns(self) -> int:
+        """Original columns: numeric ones plus one per categorical column (the feature terms' width)."""
+        return self.n_numeric + len(self.categories)
+
+    @property
+    def decoder_width(self) -> int:
+        """The decoder mean head's outputs: n_numeric means + Σ K_c logits (n_features when all-numeric)."""
+        return self.n_numeric + sum(self.categories)
+
+    def unseen_slots(self) -> list[int]:
+        """Column indices (in the input row) of each categorical block's "unseen category" slot."""
+        out, pos = [], self.n_numeric
+        for k in self.categories:
+            pos += k + 1
+            out.append(pos - 1)
+        return out
 
 
 def default_architecture(n_features: int, latent_dim: int | None = None, *, min_variance: float = 0.01,
                          decoder_variance: str = "feature", image_shape: tuple[int, int, int] | None = None,
-                         condition_dim: int = 0, hidden: tuple[int, ...] | None = None) -> Architecture:
+                         condition_dim: int = 0, hidden: tuple[int, ...] | None = None,
+                         categories: tuple[int, ...] = (), category_floor: float = 1e-4) -> Architecture:
     """Default sizes as functions of n_features d.
 
     Three hidden layers of width 256 (the decoder mirrors them); latent size ceil(d/4) within
@@ -75,16 +121,39 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
     convolutions. ``hidden`` overrides the widths (e.g. (128, 128)). The settings are checked
     before, by :func:`vae_anomaly.training.config.check_config` and
     :func:`vae_anomaly.training.data.prepare`.
+
+    With ``categories`` (K_1, ..., K_C) (see :class:`Architecture`) the latent size rule counts the
+    original columns, n_numeric + C, not the one-hot slots.
+
+    Raises
+    ------
+    InputValidationError : categories with a convolutional architecture, or categories that do
+        not fit n_features or the floor (K_c >= 1, K_c ε < 1, n_numeric >= 0).
     """
+    categories = tuple(int(c) for c in categories)
+    if categories:
+        if image_shape is not None:
+            raise InputValidationError("categories: categorical columns need the MLP architecture; got images "
+                                       "(--arch conv). Use --arch mlp, or encode no categorical columns.")
+        if any(c < 1 for c in categories) or not 0.0 < category_floor < 1.0 / max(categories):
+            raise InputValidationError(
+                f"categories: got {categories} with category_floor {category_floor}; expected category "
+                f"counts >= 1 and 0 < floor < 1/max(K) (e.g. 1e-4 for up to 9,999 categories).")
+        if n_features < sum(c + 1 for c in categories):
+            raise InputValidationError(
+                f"categories: {categories} need {sum(c + 1 for c in categories)} one-hot columns (K + 1 per "
+                f"column), but X has {n_features} features.")
+    n_columns = n_features - sum(c + 1 for c in categories) + len(categories)
     if hidden is None:
         width = int(min(256, max(64, 2 ** math.ceil(math.log2(max(2 * n_features, 1))))))
         hidden = (256, 256, 256) if image_shape is None else (width, width)
     hidden = tuple(int(h) for h in hidden)
-    k = latent_dim if latent_dim is not None else int(min(16, max(2, math.ceil(n_features / 4))))
+    k = latent_dim if latent_dim is not None else int(min(16, max(2, math.ceil(n_columns / 4))))
     return Architecture(n_features=n_features, latent_dim=k, hidden=hidden, min_variance=min_variance,
                         decoder_variance=decoder_variance, kind="mlp" if image_shape is None else "conv",
                         image_shape=None if image_shape is None else tuple(image_shape),
-                        condition_dim=condition_dim)
+                        condition_dim=condition_dim, categories=categories,
+                        category_floor=float(category_floor))
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -158,17 +227,22 @@ class VAE(nn.Module):
             self.encoder = _mlp([n_conv + m, h[-1]])
         else:
             self.encoder = _mlp([d + m, *h])
+            if arch.categories:  # an unseen category reads as "no category" (no RNG drawn)
+                with torch.no_grad():
+                    self.encoder[0].weight[:, arch.unseen_slots()] = 0.0
         self.enc_mu = nn.Linear(h[-1], k)
         self.enc_logvar = nn.Linear(h[-1], k)
         if arch.kind == "conv":
             self.decoder = _ConvDecoder(k + m, arch.image_shape)
         else:
             self.decoder = _mlp([k + m, *reversed(h)])
-            self.dec_mu = nn.Linear(h[0], d)
+            self.dec_mu = nn.Linear(h[0], arch.decoder_width)      # numeric means, then the logits
             if arch.decoder_variance == "row":
-                self.dec_var = nn.Linear(h[0], d)
+                with warnings.catch_warnings():  # all-categorical: an empty head (no RNG drawn)
+                    warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+                    self.dec_var = nn.Linear(h[0], arch.n_numeric)
         if arch.decoder_variance == "feature":
-            self.dec_var_param = nn.Parameter(torch.zeros(d))
+            self.dec_var_param = nn.Parameter(torch.zeros(arch.n_numeric))
         if m:
             self.prior_mu = nn.Linear(m, k)
 
@@ -202,6 +276,9 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, cs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z (..., k) [and condition (..., m)] -> μ_x (..., d), log σ_x² >= log(min_variance): (..., d)
         for a per-row variance, (d,) for a per-feature one (the same for every row; it broadcasts).
+
+        With categorical columns μ_x is (..., n_numeric + Σ K_c): the numeric means (standardized
+        scale), then each column's K_c logits; log σ_x² covers the n_numeric numeric columns only.
 
         The floor is smooth: log σ² = log m + f(r − log m) with f(r) = (r + sqrt(r² + 1)) / 2 > 0,
         f(r) -> r for large r; r = 0 gives σ² ≈ 1. It uses no Log or Softplus, whose onnxruntime

@@ -19,6 +19,17 @@ score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
 
 The raw-scale density is the standardized one times the Jacobian Π_j 1/scale_j, so each
 per-feature term carries + log scale_j.
+
+Categorical columns (HI-VAE: Nazábal, Olmos, Ghahramani & Valera, "Handling incomplete
+heterogeneous data using VAEs", Pattern Recognition 107, 2020, §3.1, eq. for the categorical
+likelihood p(x_c = k | z) = exp(h_ck(z)) / Σ_q exp(h_cq(z))), with a floor ε
+(``Architecture.category_floor``) like the decoder variance's: p_k = ε + (1 − K ε) softmax_k(h_c(z))
+for the K training categories and ε for the "unseen" slot (so no category costs more than −log ε
+nats), and log p(x_c|z) = log Σ_slots onehot_slot · p_slot (:func:`categorical_log_prob`, the one
+function behind the training loss and the scores). Then log p(x|z) = Σ_numeric log N(·) (with the
+Jacobian on the numeric columns only; one-hot slots are not standardized) + Σ_c log p(x_c|z), and
+every score above uses that total; the per-feature terms are one per original column: the numeric
+ones, then −(1/L) Σ_l log p(x_c|z_l) per categorical column.
 """
 
 from __future__ import annotations
@@ -63,6 +74,81 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor)
     return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
 
 
+def _block_matrix(sizes, dtype, device, skip_last: bool = False) -> torch.Tensor:
+    """(Σ sizes, C) 0/1 matrix: column c sums block c of a row (a MatMul, batch invariant); with
+    ``skip_last`` each block's last slot gets 0."""
+    m = torch.zeros(sum(sizes), len(sizes), dtype=dtype, device=device)
+    pos = 0
+    for c, k in enumerate(sizes):
+        m[pos : pos + k - (1 if skip_last else 0), c] = 1.0
+        pos += k
+    return m
+
+
+def softmax_parts(logits: torch.Tensor, categories: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hand-written block softmax: logits (..., Σ K_c) -> (e (..., Σ K_c), den (..., C)) with
+    e = exp(h − max_c h) per block and den_c = Σ_{k in block c} e_k, so softmax_ck = e_k / den_c.
+
+    No Softmax/ReduceSum node: the maximum (exact in any order) per block, one Exp over the whole
+    tensor, the block sums as one MatMul, so each row's result is independent of the batch.
+    """
+    shifted, pos = [], 0
+    for k in categories:
+        block = logits[..., pos : pos + k]
+        shifted.append(block - torch.amax(block, dim=-1, keepdim=True).detach())
+        pos += k
+    e = torch.exp(torch.cat(shifted, dim=-1))                                  # (..., Σ K)
+    return e, e @ _block_matrix(categories, e.dtype, e.device)                  # (..., C)
+
+
+def categorical_log_prob(onehot: torch.Tensor, logits: torch.Tensor, categories: tuple[int, ...],
+                         floor: float) -> torch.Tensor:
+    """log p(x_c | z) per categorical column, in nats (HI-VAE, Nazábal et al. 2020, §3.1, with a floor).
+
+    p_k = ε + (1 − K_c ε) softmax_k(h_c(z)) for the K_c training categories, ε for the unseen slot;
+    log p(x_c|z) = log Σ_slots onehot_slot · p_slot = log(ε Σ_slots onehot_slot + (1 − K_c ε)
+    Σ_{k<K_c} onehot_k e_k / den_c), which for a one-hot block is log p of its category
+    (−log ε ≈ 9.21 nats for an unseen one, the most a column can cost).
+
+    Parameters
+    ----------
+    onehot : (..., Σ (K_c + 1)) float, the categorical slots of the rows (raw = standardized).
+    logits : (..., Σ K_c) float, the decoder's logits h(z); broadcasts against ``onehot``.
+    categories : (K_1, ..., K_C).
+    floor : ε, with K_c ε < 1.
+
+    Returns
+    -------
+    (..., C) float log-probabilities (<= 0). The log is taken on a 16-wide broadcast, as in
+    :func:`row_log`, so that onnxruntime's vectorized Log gives every row the same bits in any batch.
+    """
+    sizes = tuple(k + 1 for k in categories)
+    seen = [i for i, pos in enumerate(_slot_block_positions(sizes)) if not pos]
+    e, den = softmax_parts(logits, categories)                                 # (..., Σ K), (..., C)
+    num = (onehot[..., seen] * e) @ _block_matrix(categories, e.dtype, e.device)  # (..., C)
+    total = onehot @ _block_matrix(sizes, onehot.dtype, onehot.device)         # (..., C), 1 for one-hot
+    keep = torch.tensor([1.0 - k * floor for k in categories], dtype=e.dtype, device=e.device)
+    p = floor * total + keep * (num / den)                                     # (..., C)
+    return torch.log(p.unsqueeze(-1) * torch.ones(16, dtype=p.dtype, device=p.device))[..., 0]
+
+
+def category_probabilities(logits: torch.Tensor, categories: tuple[int, ...], floor: float) -> torch.Tensor:
+    """logits (..., Σ K_c) -> (..., Σ (K_c + 1)): per block the K_c floored probabilities
+    p_k = ε + (1 − K_c ε) softmax_k, then 0 in the unseen slot (the generation graph's output)."""
+    e, den = softmax_parts(logits, categories)
+    out, pos = [], 0
+    for c, k in enumerate(categories):
+        probs = floor + (1.0 - k * floor) * (e[..., pos : pos + k] / den[..., c : c + 1])
+        out += [probs, torch.zeros_like(probs[..., :1])]
+        pos += k
+    return torch.cat(out, dim=-1)
+
+
+def _slot_block_positions(sizes: tuple[int, ...]) -> list[bool]:
+    """For each slot of the concatenated blocks: True if it is its block's last (unseen) slot."""
+    return [j == k - 1 for k in sizes for j in range(k)]
+
+
 def kl_terms(mu: torch.Tensor, logvar: torch.Tensor, prior_mu: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Per latent dimension, KL(N(μ, σ²) ‖ N(m, 1)) = ½ ((μ − m)² + σ² − log σ² − 1) (Kingma &
     Welling 2014, App. B, with the prior mean m of a conditional prior); shape of ``mu``."""
@@ -83,11 +169,25 @@ def training_loss(vae: VAE, xs: torch.Tensor, beta: float, cs: torch.Tensor | No
     mu, logvar = vae.encode(xs, cs)
     eps = torch.randn_like(mu)
     x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps), cs)
-    recon = -_float32_row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
+    if vae.arch.categories:
+        recon = -_mixed_log_likelihood(vae, xs, x_mu, x_logvar)
+    else:
+        recon = -_float32_row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
     kl = kl_terms(mu, logvar, vae.prior_mean(cs)).float()
     if free_bits > 0:
         return recon.mean() + beta * torch.clamp(kl.mean(0), min=free_bits).sum()
     return (recon + beta * _float32_row_sum(kl)).mean()
+
+
+def _mixed_log_likelihood(vae: VAE, xs: torch.Tensor, x_mu: torch.Tensor, x_logvar: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) on the standardized scale of rows with categorical columns, (n, d) -> (n,), in
+    float32 even inside a bf16 autocast region: the numeric Gaussian terms plus
+    :func:`categorical_log_prob` of each categorical column."""
+    p, arch = vae.arch.n_numeric, vae.arch
+    total = _float32_row_sum(gaussian_log_prob(xs[:, :p], x_mu[:, :p], x_logvar)) if p else 0.0
+    with torch.autocast(xs.device.type, enabled=False):
+        cat = categorical_log_prob(xs[:, p:].float(), x_mu[:, p:].float(), arch.categories, arch.category_floor)
+    return total + _float32_row_sum(cat)
 
 
 def _float32_row_sum(t: torch.Tensor) -> torch.Tensor:
@@ -128,7 +228,11 @@ class LatentMixture(nn.Module):
 
 class ScoreGraph(nn.Module):
     """Raw rows (n, d) [and raw conditions (n, m)] -> (neg_elbo (n,), recon_prob (n,), iwae (n,),
-    feature_terms (n, d), latent_mean (n, k)).
+    feature_terms (n, d), latent_mean (n, k)), float32, in nats, higher = more anomalous.
+
+    With categorical columns (``vae.arch.categories``) the rows are the encoded table (numeric
+    columns, then the one-hot blocks) and feature_terms is (n, n_numeric + C), one term per
+    original column (numeric ones first), still summing to recon_prob.
 
     Parameters
     ----------
@@ -164,6 +268,8 @@ class ScoreGraph(nn.Module):
         z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
         cs_l = None if cs is None else cs.unsqueeze(1).expand(-1, n_samples, -1)  # (n, L, m)
         x_mu, x_logvar = vae.decode(z, cs_l)                      # (n, L, d); (d,) or (n, L, d)
+        if vae.arch.categories:
+            return self._mixed(xs, cs, mu, logvar, z, x_mu, x_logvar)
         sq = (xs.unsqueeze(1) - x_mu) ** 2                       # (n, L, d)
         log_scale = torch.log(vae.scale)                          # raw-scale Jacobian, (d,)
         if x_logvar.dim() == 1:                                   # per-feature variance
@@ -172,6 +278,14 @@ class ScoreGraph(nn.Module):
             mahalanobis = row_sum(sq * torch.exp(-x_logvar))
         log_px = -0.5 * (d * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)  # (n, L)
         recon_prob = -row_sum(log_px) / n_samples                 # (n,)
+        scores = self._latent_scores(mu, logvar, z, cs, log_px, recon_prob)
+        nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
+        feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
+        return (*scores, feature_terms, mu)
+
+    def _latent_scores(self, mu, logvar, z, cs, log_px, recon_prob):
+        """(neg_elbo (n,), recon_prob (n,), iwae (n,)) from log p(x|z_l) (n, L) and the latent samples."""
+        vae, (n_samples, k) = self.vae, self.eps.shape
         log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
         if self.prior is None:
             prior_mu = vae.prior_mean(cs)                         # (n, k) or 0
@@ -182,14 +296,41 @@ class ScoreGraph(nn.Module):
             log_pz = self.prior(z)                                # (n, L), log p(z_l)
             neg_elbo = recon_prob + row_sum(log_qz - log_pz) / n_samples
         iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
-        nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
-        feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
-        return neg_elbo, recon_prob, iwae, feature_terms, mu
+        return neg_elbo, recon_prob, iwae
+
+    def _mixed(self, xs, cs, mu, logvar, z, x_mu, x_logvar):
+        """The scores of a model with categorical columns: log p(x|z_l) = the numeric columns'
+        Gaussian terms (raw scale) + :func:`categorical_log_prob` of each categorical column.
+        feature_terms is (n, n_numeric + C): the numeric terms, then −(1/L) Σ_l log p(x_c|z_l)."""
+        arch, n_samples = self.vae.arch, self.eps.shape[0]
+        p = arch.n_numeric
+        cat_lp = categorical_log_prob(xs[:, p:].unsqueeze(1), x_mu[..., p:], arch.categories,
+                                      arch.category_floor)                # (n, L, C)
+        log_px = row_sum(cat_lp)                                          # (n, L)
+        terms = [-row_sum(cat_lp.transpose(1, 2)) / n_samples]            # (n, C)
+        if p:
+            sq = (xs[:, :p].unsqueeze(1) - x_mu[..., :p]) ** 2            # (n, L, p)
+            log_scale = torch.log(self.vae.scale[:p])                     # raw-scale Jacobian, (p,)
+            if x_logvar.dim() == 1:                                       # per-feature variance
+                mahalanobis = (sq @ torch.exp(-x_logvar).unsqueeze(-1)).squeeze(-1)  # (n, L)
+            else:                                                         # per-row variance
+                mahalanobis = row_sum(sq * torch.exp(-x_logvar))
+            log_px = log_px - 0.5 * (p * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)
+            nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, p)
+            terms.insert(0, row_sum(nll.transpose(1, 2)) / n_samples + log_scale)  # (n, p)
+        recon_prob = -row_sum(log_px) / n_samples                         # (n,)
+        feature_terms = torch.cat(terms, dim=-1)                          # (n, p + C)
+        return (*self._latent_scores(mu, logvar, z, cs, log_px, recon_prob), feature_terms, mu)
 
 
 class SampleGraph(nn.Module):
     """Generation: standard-normal noise (n, k) [and raw conditions (n, m)] -> raw-scale decoder
-    means μ_x(z) (n, d) at z = m(c) + noise, i.e. z drawn from the (conditional) prior."""
+    means μ_x(z) (n, d) at z = m(c) + noise, i.e. z drawn from the (conditional) prior; float32.
+
+    With categorical columns the output keeps the input row's layout, (n, n_features): the numeric
+    columns' decoder means on the raw scale, then per categorical block the K_c floored category
+    probabilities p_k = ε + (1 − K_c ε) softmax_k (summing to 1) and 0 in the unseen slot.
+    """
 
     def __init__(self, vae: VAE):
         super().__init__()
@@ -199,4 +340,12 @@ class SampleGraph(nn.Module):
         vae = self.vae
         cs = vae.condition(condition)
         z = noise + vae.prior_mean(cs)
-        return vae.decode(z, cs)[0] * vae.scale + vae.loc
+        arch = vae.arch
+        if not arch.categories:
+            return vae.decode(z, cs)[0] * vae.scale + vae.loc
+        p = arch.n_numeric
+        x_mu = vae.decode(z, cs)[0]                                  # (n, p + Σ K)
+        probs = category_probabilities(x_mu[..., p:], arch.categories, arch.category_floor)  # (n, Σ (K + 1))
+        if not p:
+            return probs
+        return torch.cat([x_mu[..., :p] * vae.scale[:p] + vae.loc[:p], probs], dim=-1)
