@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..deploy.io import atomic_write
-from ..errors import ModelArtifactError
+from ..errors import InputValidationError, ModelArtifactError
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "vae-anomaly-checkpoint/1"
@@ -65,3 +65,22 @@ def resumed_config(state: dict, cfg: TrainConfig) -> TrainConfig:
     saved = json.loads(state["config"])
     saved.setdefault("val_samples", saved["n_samples"])  # older checkpoints validated on all L samples
     return TrainConfig(**{**saved, "device": cfg.device, **({"epochs": cfg.epochs} if cfg.epochs is not None else {})})
+
+
+def resumed_categories(state: dict, categories: tuple[int, ...], resume) -> tuple[int, ...]:
+    """The categorical columns' sizes (K_1, ..., K_C) to resume with: the checkpoint's (written by
+    the fit loop as the JSON list ``"categories"``; () for checkpoints without it). ``categories``
+    given by the caller must be () or equal them.
+
+    Raises
+    ------
+    InputValidationError : ``categories`` that differ from the checkpoint's.
+    """
+    saved = tuple(int(k) for k in json.loads(state.get("categories", "[]")))
+    given = tuple(int(k) for k in categories)
+    if given and given != saved:
+        raise InputValidationError(
+            f"categories: got {given}, but the checkpoint {resume} was written for {saved or 'all-numeric columns'}; "
+            "resume with the same encoding, or fit from scratch."
+        )
+    return saved

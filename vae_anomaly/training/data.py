@@ -70,6 +70,48 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
+def one_hot_standardization(loc: np.ndarray, scale: np.ndarray, categories: tuple[int, ...]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """``loc``, ``scale`` (float64, (d,)) with 0 and 1 for every one-hot slot of ``categories``
+    (the trailing Σ (K_c + 1) columns): the categorical likelihood reads the raw 0/1 slots. The
+    numeric columns keep theirs; unchanged when ``categories`` is ()."""
+    loc, scale = np.array(loc, dtype=np.float64), np.array(scale, dtype=np.float64)
+    n_slots = sum(int(k) + 1 for k in categories)
+    if n_slots:
+        loc[loc.shape[0] - n_slots :] = 0.0
+        scale[scale.shape[0] - n_slots :] = 1.0
+    return loc, scale
+
+
+def check_categories(x: np.ndarray, categories: tuple[int, ...], name: str, *, allow_unseen: bool) -> None:
+    """Check that the trailing Σ (K_c + 1) columns of ``x`` (float32, (n, d)) are one-hot blocks:
+    0/1 values with exactly one 1 per block, and (unless ``allow_unseen``) 0 in each block's last,
+    "unseen category", slot.
+
+    Raises
+    ------
+    InputValidationError : a block that is not one-hot, an unseen category in training rows, or
+        more one-hot slots than columns.
+    """
+    n_slots = sum(k + 1 for k in categories)
+    if n_slots > x.shape[1]:
+        raise InputValidationError(f"{name}: categories {categories} need {n_slots} one-hot columns (K + 1 per "
+                                   f"categorical column), but {name} has {x.shape[1]} features.")
+    pos = x.shape[1] - n_slots
+    for c, k in enumerate(categories):
+        block = x[:, pos : pos + k + 1]
+        bad = ~(((block == 0) | (block == 1)).all(axis=1) & (block.sum(axis=1) == 1))
+        if not allow_unseen:
+            bad |= block[:, k] != 0
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputValidationError(
+                f"{name}: row {row}, categorical column {c} (columns {pos}..{pos + k}) is {block[row].tolist()}; "
+                f"expected a one-hot block of {k} categories + 1 unseen slot"
+                + ("" if allow_unseen else " (0 in training rows)") + ". Encode the table with the table encoder.")
+        pos += k + 1
+
+
 def image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int, int] | None:
     """(C, H, W) for a convolutional model of rows of ``shape``, or None for an MLP.
 
@@ -86,7 +128,7 @@ def image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int,
 
 
 def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=None,
-            condition_kind: str = "auto", name: str = "X") -> PreparedData:
+            condition_kind: str = "auto", name: str = "X", categories: tuple[int, ...] = ()) -> PreparedData:
     """Validate the rows (and conditions) and split off the validation rows.
 
     Parameters
@@ -97,17 +139,28 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
     condition, condition_val, condition_kind : conditions of X's and X_val's rows (see
         :mod:`vae_anomaly.deploy.conditions`).
     name : how X is named in errors.
+    categories : (K_1, ..., K_C) of the categorical columns encoded as the trailing one-hot blocks
+        (:class:`~vae_anomaly.training.model.Architecture`); () = all numeric.
 
     Raises
     ------
     InputValidationError : non-numeric or non-finite rows, too few rows, mismatched conditions,
-        images with ``decoder_variance="row"``.
+        images with ``decoder_variance="row"``, categories with images or blocks that are not
+        one-hot (an unseen category in X, which only X_val may hold).
     """
     row_shape = tuple(int(v) for v in np.shape(X)[1:])
     image = image_shape(row_shape, cfg.arch, name)
     if image is not None and cfg.decoder_variance != "feature":
         raise InputValidationError("--decoder-variance: the convolutional VAE supports only 'feature'.")
+    categories = tuple(int(k) for k in categories)
+    if categories and image is not None:
+        raise InputValidationError(f"{name}: categorical columns need the MLP architecture, but the rows are "
+                                   "images (--arch conv). Use --arch mlp, or encode no categorical columns.")
+    if any(k < 1 for k in categories):
+        raise InputValidationError(f"categories: got {categories}; expected category counts >= 1.")
     x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1)
+    if categories:
+        check_categories(x_all, categories, name, allow_unseen=False)
     spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
     c_all = conditions.encode(condition, spec, len(x_all))
     fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()
@@ -121,6 +174,8 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         x_train, c_train = x_all, c_all
         x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
                             n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS)
+        if categories:
+            check_categories(x_val, categories, "validation data", allow_unseen=True)
         c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
     return PreparedData(x_train=x_train, x_val=x_val, c_train=c_train, c_val=c_val, spec=spec,
                         row_shape=row_shape, image_shape=image, fingerprint=fingerprint,

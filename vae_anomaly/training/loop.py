@@ -144,7 +144,8 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
         if checkpoint is not None and epoch % checkpoint_every == 0:
             save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": json.dumps(asdict(cfg)),
-                "data_sha256": fingerprint, "model": {k: v.cpu() for k, v in vae.state_dict().items()},
+                "data_sha256": fingerprint, "categories": json.dumps(list(vae.arch.categories)),
+                "model": {k: v.cpu() for k, v in vae.state_dict().items()},
                 "optimizer": opt.state_dict(), "best": best, "best_epoch": best_epoch,
                 "best_state": {k: v.cpu() for k, v in best_state.items()},
                 "torch_rng": torch.get_rng_state(), "batch_rng": gen.get_state(),

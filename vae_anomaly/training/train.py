@@ -16,9 +16,9 @@ import torch
 
 from ..deploy import conditions
 from ..errors import InputValidationError
-from .checkpoint import load_checkpoint, resumed_config
+from .checkpoint import load_checkpoint, resumed_categories, resumed_config
 from .config import ProgressCallback, TrainConfig, check_config
-from .data import prepare, standardization
+from .data import one_hot_standardization, prepare, standardization
 from .graph import build_score_graph
 from .loop import fit_loop
 from .model import VAE, Architecture, default_architecture
@@ -56,7 +56,7 @@ def resolve_device(device: str) -> torch.device:
 def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: str = "auto",
           config: TrainConfig | None = None, progress: ProgressCallback | None = None,
           name: str = "X", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10,
-          resume: str | os.PathLike | None = None) -> TrainResult:
+          resume: str | os.PathLike | None = None, categories: tuple[int, ...] = ()) -> TrainResult:
     """Fit a VAE on normal rows.
 
     Parameters
@@ -75,6 +75,11 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         state and random-number states are restored, so the result equals an uninterrupted run on
         the CPU. The checkpoint's settings are used; only ``config.epochs`` (when not None) and
         ``config.device`` override them.
+    categories : (K_1, ..., K_C): X's last Σ (K_c + 1) columns are one-hot blocks of categorical
+        columns (K_c training categories + an always-0 "unseen" slot each; the first columns are
+        numeric), modelled by a categorical likelihood with a floor (HI-VAE, Nazábal et al. 2020;
+        :class:`~vae_anomaly.training.model.Architecture`); () = all columns numeric. A resumed fit
+        takes the checkpoint's.
 
     Returns
     -------
@@ -90,11 +95,12 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     state = load_checkpoint(resume) if resume is not None else None
     if state is not None:
         cfg = resumed_config(state, cfg)
+        categories = resumed_categories(state, categories, resume)
     if checkpoint_every < 1:
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
     check_config(cfg)
     data = prepare(X, cfg, X_val=X_val, condition=condition, condition_val=condition_val,
-                   condition_kind=condition_kind, name=name)
+                   condition_kind=condition_kind, name=name, categories=categories)
     if state is not None and state["data_sha256"] != data.fingerprint:
         raise InputValidationError(
             f"{name}: differs from the data the checkpoint {resume} was written for; resume with the "
@@ -108,7 +114,10 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     loc, scale = standardization(data.x_train)
     arch: Architecture = default_architecture(data.x_train.shape[1], cfg.latent_dim, min_variance=cfg.min_variance,
                                               decoder_variance=cfg.decoder_variance, image_shape=data.image_shape,
-                                              condition_dim=conditions.width(data.spec), hidden=cfg.hidden)
+                                              condition_dim=conditions.width(data.spec), hidden=cfg.hidden,
+                                              categories=tuple(categories))
+    if arch.categories:
+        loc, scale = one_hot_standardization(loc, scale, arch.categories)
     c_loc = c_scale = None
     if data.spec is not None and data.spec["kind"] == "numeric":
         c_loc, c_scale = standardization(data.c_train)
