@@ -6,6 +6,7 @@ so they are exactly what :class:`~vae_anomaly.deploy.scorer.Scorer` computes for
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -19,7 +20,7 @@ from ..deploy import artifact
 from ..deploy.calibration import calibration_entries, check_alpha
 from ..deploy.io import atomic_write
 from ..deploy.model_file import DEFAULT_CHUNK_ROWS, max_chunk_rows
-from ..errors import TrainingError
+from ..errors import InputValidationError, TrainingError
 from .scores import SampleGraph
 from .train import TrainResult
 
@@ -91,8 +92,39 @@ def _sampler_bytes(vae, rtol: float) -> bytes:
     return data
 
 
+def check_table(table: dict | None, arch) -> dict | None:
+    """``table`` as a plain-JSON copy, checked against the architecture: its numeric features
+    number n_numeric, its categorical ones (after them) have the architecture's category counts.
+
+    Raises
+    ------
+    InputValidationError : not plain JSON, a malformed feature, or sizes that differ from the model's.
+    """
+    if table is None:
+        return None
+    try:
+        table = json.loads(json.dumps(table, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InputValidationError(f"table: not a plain-JSON dict ({e}).") from None
+    features = table.get("features") if isinstance(table, dict) else None
+    if not isinstance(features, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) and f.get("kind") in ("numeric", "categorical")
+            and (f["kind"] == "numeric" or isinstance(f.get("categories"), list)) for f in features):
+        raise InputValidationError('table: expected {"features": [{"name": str, "kind": "numeric"} | {"name": '
+                                   'str, "kind": "categorical", "categories": [str, ...]}, ...], ...}.')
+    kinds = [f["kind"] for f in features]
+    n_num = kinds.count("numeric")
+    sizes = tuple(len(f["categories"]) for f in features if f["kind"] == "categorical")
+    if kinds != ["numeric"] * n_num + ["categorical"] * len(sizes) or n_num != arch.n_numeric \
+            or sizes != tuple(arch.categories):
+        raise InputValidationError(
+            f"table: {n_num} numeric and categorical features of {list(sizes)} categories (numeric first "
+            f"expected); the model has {arch.n_numeric} numeric columns and categories {list(arch.categories)}.")
+    return table
+
+
 def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float = 0.01,
-                 default_score: str = "neg-elbo", rtol: float = 1e-3) -> dict:
+                 default_score: str = "neg-elbo", rtol: float = 1e-3, table: dict | None = None) -> dict:
     """Write ``result`` as a self-contained ONNX model with metadata; return the metadata.
 
     See :func:`build_model` for the parameters; ``path`` is written atomically (an existing file
@@ -103,14 +135,15 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
     TrainingError : onnxruntime's scores disagree with torch's (nothing is written).
     OutputWriteError : the destination cannot be written.
     """
-    data, meta = build_model(result, alpha=alpha, default_score=default_score, rtol=rtol, name=str(path))
+    data, meta = build_model(result, alpha=alpha, default_score=default_score, rtol=rtol, name=str(path),
+                             table=table)
     with atomic_write(path) as f:
         f.write(data)
     return meta
 
 
 def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str = "neg-elbo",
-                rtol: float = 1e-3, name: str = "model") -> tuple[bytes, dict]:
+                rtol: float = 1e-3, name: str = "model", table: dict | None = None) -> tuple[bytes, dict]:
     """The model file's bytes and metadata for ``result``: ONNX graph, parity check, calibration.
 
     Parameters
@@ -120,12 +153,24 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
     default_score : the score used when none is named.
     rtol : relative tolerance of the torch vs onnxruntime parity check.
     name : how the model is named in errors.
+    table : the table encoding of the columns, a plain-JSON dict ``{"features": [{"name": str,
+        "kind": "numeric"} | {"name": str, "kind": "categorical", "categories": [str, ...]}, ...],
+        "id_columns": [...], "exclude": [...]}`` with the numeric features first and the
+        categorical ones in block order (their category counts must equal the architecture's
+        ``categories``); stored as metadata ``"table"``, with ``"feature_names"`` = the features'
+        names (both None without a table).
+
+    The metadata also records ``"n_feature_terms"``, the width of the ``feature_terms`` output:
+    n_numeric + C (n_features for an all-numeric model).
 
     Raises
     ------
     TrainingError : onnxruntime's scores disagree with torch's.
+    InputValidationError : a ``table`` that does not describe the model's columns.
     """
     alpha = check_alpha(alpha)
+    arch = result.graph.vae.arch
+    table = check_table(table, arch)
     graph, x_val, c_val = result.graph.eval(), result.x_val, result.c_val
     n_features = x_val.shape[1]
     feeds = {artifact.INPUT_NAME: x_val, **({} if c_val is None else {artifact.CONDITION_NAME: c_val})}
@@ -146,7 +191,9 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         "n_features": int(n_features),
         "feature_mean": graph.vae.loc.tolist(),
         "feature_std": graph.vae.scale.tolist(),
-        "feature_names": None,
+        "feature_names": None if table is None else [f["name"] for f in table["features"]],
+        "table": table,
+        "n_feature_terms": int(arch.n_columns),
         "input_name": artifact.INPUT_NAME,
         "input_shape": result.summary["input_shape"],
         "condition": result.summary["condition"],
