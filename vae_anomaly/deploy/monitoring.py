@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import schema
 from .policy import ScoreResult
 from .scorer import Scorer
 
@@ -22,8 +23,10 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
     Returns
     -------
     dict: n_rows, n_anomalies, anomaly_rate, threshold, alpha, score, score_quantiles (of the
-    finite scores), model_id, and drift: per feature, the shift of the batch mean from the training
-    mean in training standard deviations, (mean_batch − mean_train) / std_train.
+    finite scores), model_id, and drift: per column of the model's input, the shift of the batch
+    mean from the training mean in training standard deviations, (mean_batch − mean_train) / std_train
+    (for a one-hot slot of a categorical column, std 1: the change in that category's share), with
+    ``columns`` naming each input column for a model fitted on a table (``name=category`` for a slot).
     """
     n = int(result.scores.shape[0])
     finite = np.isfinite(result.scores)
@@ -42,6 +45,7 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
                             if finite.any() else {}),
         "model_id": scorer.model_id,
         "drift": {"mean_shift_in_train_std": [None if not np.isfinite(v) else float(v) for v in drift],
+                  "columns": schema.slot_names(scorer.table) if scorer.table else None,
                   "max_abs_feature": worst,
                   "max_abs_shift": None if worst is None else float(abs(drift[worst]))},
     }

@@ -233,8 +233,6 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
         column = table.column(f["name"])
         if f["kind"] == "numeric":
             values = _as_float(column, f["name"], name, first_row)
-            if not allow_missing:
-                _refuse_missing(~np.isfinite(values), f["name"], name, first_row, values)
             out[:, j] = values
             j += 1
             continue
@@ -242,12 +240,12 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
         text = _as_text(column)
         idx = pa.compute.index_in(text, value_set=pa.array(f["categories"], pa.string()))
         absent = text.is_null().to_numpy(zero_copy_only=False)
-        if not allow_missing:
-            _refuse_missing(absent, f["name"], name, first_row, None)
         idx = idx.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)  # unseen -> slot k
         out[np.arange(n), j + idx] = 1.0
         out[absent, j : j + k + 1] = np.nan
         j += k + 1
+    if not allow_missing:
+        _refuse_missing(out, schema, name, first_row)
     return out
 
 
@@ -268,13 +266,17 @@ def _as_float(column, col: str, name: str, first_row: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
-def _refuse_missing(bad: np.ndarray, col: str, name: str, first_row: int, values: np.ndarray | None) -> None:
+def _refuse_missing(out: np.ndarray, schema: dict, name: str, first_row: int) -> None:
+    """InputValidationError naming the first (row, column) of ``out`` holding NaN or ±inf."""
+    bad = ~np.isfinite(out[:, term_starts(schema)])
     if bad.any():
-        r = int(np.argmax(bad))
-        what = "is empty (a missing value)" if values is None or np.isnan(values[r]) else f"holds {values[r]}"
+        r, c = np.argwhere(bad)[0]
+        value = out[r, term_starts(schema)[c]]
+        what = "is empty (a missing value)" if np.isnan(value) else f"holds {value}"
         raise InputValidationError(
-            f"{name}: column {col!r}, data row {first_row + r}, {what}; expected a finite value. Fill or drop "
-            f"the {int(bad.sum())} such rows, or score with --nan-policy flag (they are reported anomalous).")
+            f"{name}: column {schema['features'][c]['name']!r}, data row {first_row + int(r)}, {what}; expected a "
+            f"finite value. Fill or drop the {int(bad.any(axis=1).sum())} such rows, or score with --nan-policy "
+            "flag (they are reported anomalous).")
 
 
 def id_values(table, schema: dict, *, name: str = "X"):
