@@ -28,7 +28,7 @@ from . import schema, tables
 from .tables import DEFAULT_CSV, CsvFormat
 from .validation import NUMERIC_KINDS
 
-#: readable inputs (Parquet needs the [parquet] extra)
+#: readable inputs
 STREAM_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
 
 
@@ -348,7 +348,7 @@ class ScoreWriter:
     csv: ``[ID columns...,]row,score,p_value,is_anomaly[,top_features]`` (9 significant digits, so
     float32 scores round-trip; top features joined by ";"); jsonl: one object per row (a non-finite
     score is null); npy: a float32 vector of the scores; parquet: the ID columns (as stored), row,
-    score, p_value, is_anomaly [, top_features] (extra ``[parquet]``). Call :meth:`close` to finish.
+    score, p_value, is_anomaly [, top_features]. Call :meth:`close` to finish.
 
     Parameters
     ----------
@@ -374,11 +374,9 @@ class ScoreWriter:
         elif fmt == "npy":
             f.write(_npy_vector_header(0))
         elif fmt == "parquet":
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise OutputWriteError("writing Parquet needs pyarrow: pip install 'vae-anomaly[parquet]'.") from None
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
             top_type = pa.list_(pa.string() if feature_names else pa.int32())
             fields = [*(id_schema or []), ("row", pa.int64()), ("score", pa.float32()), ("p_value", pa.float64()),
                       ("is_anomaly", pa.int8())] + ([("top_features", top_type)] if top_features else [])

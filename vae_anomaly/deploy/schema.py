@@ -28,18 +28,12 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputValidationError
+from .tables import load_pyarrow
 
 #: the most categories a categorical column may have
 MAX_CATEGORIES = 1000
 #: a text column needs at least this many rows before "more than half the rows distinct" applies
 _MIN_ROWS_FOR_RATIO = 20
-
-
-def _pa():
-    import pyarrow as pa
-    import pyarrow.compute  # noqa: F401
-
-    return pa
 
 
 def _names(arg: Iterable[str] | str | None) -> list[str]:
@@ -68,7 +62,7 @@ def infer_roles(arrow_schema, *, exclude=None, id_columns=None, categorical=None
     InputValidationError : duplicated column names; a named column the table lacks; a column in
         two roles; a date/time, binary or nested column left as a feature; no feature left.
     """
-    pa = _pa()
+    pa = load_pyarrow()
     names = list(arrow_schema.names)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -114,7 +108,7 @@ def infer_roles(arrow_schema, *, exclude=None, id_columns=None, categorical=None
 def read_types(schema: dict, *, with_ids: bool = True) -> dict:
     """{column: pyarrow type} to read a CSV with: numeric features float64, categorical features and
     ID columns text (so a category or an ID is kept as written)."""
-    pa = _pa()
+    pa = load_pyarrow()
     types = {f["name"]: pa.float64() if f["kind"] == "numeric" else pa.string() for f in schema["features"]}
     if with_ids:
         types.update({c: pa.string() for c in schema["id_columns"]})
@@ -131,7 +125,7 @@ def build_schema(table, roles: dict, *, name: str = "X") -> dict:
         :data:`MAX_CATEGORIES`, or more than half of its values when it has 20 or more), or with
         no value at all.
     """
-    pa = _pa()
+    pa = load_pyarrow()
     features = []
     for f in roles["features"]:
         if f["kind"] == "categorical":
@@ -151,7 +145,7 @@ def build_schema(table, roles: dict, *, name: str = "X") -> dict:
 
 def _as_text(column):
     """A column as pyarrow text (dictionary values decoded, numbers and booleans formatted)."""
-    pa = _pa()
+    pa = load_pyarrow()
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     return column if pa.types.is_string(column.type) else pa.compute.cast(column, pa.string())
@@ -220,7 +214,7 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
     InputValidationError : a missing feature column (named); text in a numeric column (column and
         row named); a missing or infinite value when not allowed (column and row named).
     """
-    pa = _pa()
+    pa = load_pyarrow()
     missing = [c for c in feature_names(schema) if c not in table.column_names]
     if missing:
         raise InputValidationError(
@@ -251,7 +245,7 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
 
 def _as_float(column, col: str, name: str, first_row: int) -> np.ndarray:
     """A numeric column as float64 (nulls -> NaN); text that is not a number is refused."""
-    pa = _pa()
+    pa = load_pyarrow()
     try:
         values = column if pa.types.is_floating(column.type) else pa.compute.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

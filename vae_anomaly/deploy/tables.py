@@ -50,12 +50,11 @@ class CsvFormat:
 DEFAULT_CSV = CsvFormat()
 
 
-def _pa():
-    try:
-        import pyarrow as pa
-        import pyarrow.compute  # noqa: F401  (registers pyarrow.compute for the callers)
-    except ImportError:  # pragma: no cover - pyarrow is a dependency
-        raise InputValidationError("reading tables needs pyarrow: pip install pyarrow.") from None
+def load_pyarrow():
+    """pyarrow, with pyarrow.compute loaded (imported when a table is read, not with the package)."""
+    import pyarrow as pa
+    import pyarrow.compute  # noqa: F401  (loads pa.compute)
+
     return pa
 
 
@@ -101,7 +100,7 @@ def _csv_error(p: Path, e: Exception, names: list[str] | None, fmt: CsvFormat = 
 
         try:
             pcsv.open_csv(p, **_csv_options(fmt, detect_delimiter(p, fmt), None, None, threads=False)).read_all()
-        except _pa().ArrowException as again:
+        except load_pyarrow().ArrowException as again:
             m = re.match(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) columns, got (\d+): (.*)",
                          str(again).splitlines()[0]) or m
     if m:  # pyarrow counts the file's lines from 1, the header included
@@ -115,7 +114,7 @@ def _csv_error(p: Path, e: Exception, names: list[str] | None, fmt: CsvFormat = 
 def _find_cell(p: Path, fmt: CsvFormat, column: str, value: str) -> str:
     """", data row N" for the first cell of ``column`` equal to ``value`` (pyarrow's conversion error
     names the column and the value, not the row), or "" when it cannot be found."""
-    pa = _pa()
+    pa = load_pyarrow()
     done = 0
     try:
         for table in _iter_csv_batches(p, 1 << 16, fmt, {column: pa.string()}, [column]):
@@ -141,7 +140,7 @@ def file_schema(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV):
     ------
     InputValidationError : a missing or unreadable file.
     """
-    pa = _pa()
+    pa = load_pyarrow()
     p = _check_file(path)
     if p.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
@@ -172,7 +171,7 @@ def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter
     ------
     InputValidationError : unreadable CSV (``label`` names it).
     """
-    pa = _pa()
+    pa = load_pyarrow()
     import pyarrow.csv as pcsv
 
     try:
@@ -182,7 +181,7 @@ def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter
 
 
 def _open_csv(p: Path, fmt: CsvFormat, column_types: dict | None, columns: list[str] | None = None):
-    pa = _pa()
+    pa = load_pyarrow()
     import pyarrow.csv as pcsv
 
     try:
@@ -195,7 +194,7 @@ def _open_csv(p: Path, fmt: CsvFormat, column_types: dict | None, columns: list[
 def _rebatch(batches: Iterator, chunk_rows: int, schema) -> Iterator:
     """Record batches regrouped into tables of exactly ``chunk_rows`` rows (the last may be shorter);
     at least one table, empty for an input without rows."""
-    pa = _pa()
+    pa = load_pyarrow()
     pending, n, emitted = [], 0, False
     for batch in batches:
         while batch.num_rows:
@@ -225,7 +224,7 @@ def iter_parquet(path: str | os.PathLike, chunk_rows: int, *, columns: list[str]
     ------
     InputValidationError : unreadable file, or a listed column the file lacks.
     """
-    pa = _pa()
+    pa = load_pyarrow()
     import pyarrow.parquet as pq
 
     p = _check_file(path)
@@ -250,7 +249,7 @@ def iter_table(path: str | os.PathLike, chunk_rows: int, fmt: CsvFormat = DEFAUL
 def _iter_csv_batches(path, chunk_rows, fmt, column_types, columns):
     """CSV tables of ``chunk_rows`` rows; ``column_types`` {name: pyarrow type} fixes known columns'
     types (the others are inferred from the first MiB); ``columns`` reads only those, in order."""
-    pa = _pa()
+    pa = load_pyarrow()
     p = _check_file(path)
     if columns is not None:
         _check_columns(p, csv_columns(p, fmt), columns)
@@ -264,7 +263,7 @@ def _iter_csv_batches(path, chunk_rows, fmt, column_types, columns):
 def read_table(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV, *, column_types: dict | None = None,
                columns: list[str] | None = None):
     """A whole .csv or .parquet file as one pyarrow Table (see :func:`iter_table`)."""
-    pa = _pa()
+    pa = load_pyarrow()
     return pa.concat_tables(list(iter_table(path, 1 << 20, fmt, column_types=column_types, columns=columns)))
 
 
@@ -276,7 +275,7 @@ def as_table(data, name: str = "X"):
     InputValidationError : a column pyarrow cannot type (e.g. numbers mixed with text), or
         records that are not dicts.
     """
-    pa = _pa()
+    pa = load_pyarrow()
     if isinstance(data, pa.Table):
         return data
     try:
