@@ -118,6 +118,89 @@ def test_estimator_in_pipeline_and_saved_as_onnx(tmp_path, cardio):
     np.testing.assert_array_equal(flagged, Scorer(tmp_path / "est.onnx").predict(X_test).is_anomaly)
 
 
+def mixed_frame(n, seed):
+    """A table as users have them: an ID column, numbers, text and a pandas ``category`` column."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    return pd.DataFrame({"host": [f"h{i:03d}" for i in range(n)], "a": a, "b": 2 * a + 0.1 * rng.standard_normal(n),
+                         "proto": pd.Categorical(np.where(a > 0, "tcp", rng.choice(["udp", "icmp"], n))),
+                         "flag": np.where(rng.random(n) < 0.8, "S", "F")})
+
+
+def test_estimator_fits_a_dataframe_with_categories_in_a_pipeline(tmp_path):
+    import pandas as pd
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from vae_anomaly.integrations.estimator import VAEAnomalyDetector
+
+    df = mixed_frame(240, 0)
+    drop_ids = FunctionTransformer(lambda frame: frame.drop(columns="host"))  # a column-selection step
+    pipe = make_pipeline(drop_ids, VAEAnomalyDetector(epochs=3, hidden=(16, 16), alpha=0.05)).fit(df)
+    det = pipe[-1]
+    assert det.n_features_in_ == 4 and det.feature_names_in_.tolist() == ["a", "b", "proto", "flag"]
+    spec = det._scorer.table
+    assert [(f["name"], f["kind"]) for f in spec["features"]] == [("a", "numeric"), ("b", "numeric"),
+                                                                 ("proto", "categorical"), ("flag", "categorical")]
+    assert spec["features"][2]["categories"] == ["icmp", "tcp", "udp"]
+
+    new = mixed_frame(50, 1)
+    reordered = new[["flag", "b", "host", "proto", "a"]]
+    scores = pipe.score_samples(new)
+    np.testing.assert_array_equal(pipe.score_samples(reordered), scores)  # matched by name
+    np.testing.assert_array_equal(pipe.decision_function(reordered), scores - det.offset_)
+    assert set(pipe.predict(reordered)) <= {-1, 1}
+    # text where proto's categories were: an unseen category scores as more abnormal, not an error
+    odd = new.assign(proto=pd.Categorical(["gre"] * len(new)))
+    assert np.median(pipe.score_samples(odd)) < np.median(scores)
+    # an array of the columns in the order of fit is taken by position, with scikit-learn's warning
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        np.testing.assert_array_equal(det.score_samples(new.drop(columns="host").to_numpy()), scores)
+    with pytest.raises(ValueError, match="Feature names seen at fit time, yet now missing:\n- b"):
+        det.score_samples(new.drop(columns=["host", "b"]))
+
+    # the saved model file stores the table: the Scorer, the CLI and a reloaded estimator match by name
+    det.save(tmp_path / "mixed.onnx")
+    np.testing.assert_array_equal(-Scorer(tmp_path / "mixed.onnx").score_samples(reordered), scores)
+    loaded = VAEAnomalyDetector.load(tmp_path / "mixed.onnx")
+    assert loaded.feature_names_in_.tolist() == ["a", "b", "proto", "flag"]
+    np.testing.assert_array_equal(loaded.score_samples(reordered.drop(columns="host")), scores)
+
+
+def test_dask_scores_a_mixed_dataframe_by_name_with_its_ids(tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+
+    from vae_anomaly.deploy import schema, tables
+    from vae_anomaly.integrations.dask import score_dataframe
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
+
+    table = tables.as_table(mixed_frame(240, 0))
+    spec = schema.build_schema(table, schema.infer_roles(table.schema, id_columns=["host"]))
+    result = train(schema.encode(table, spec), categories=schema.categories(spec),
+                   config=TrainConfig(epochs=3, hidden=(16, 16), seed=0, device="cpu"))
+    export_model(result, tmp_path / "mixed.onnx", alpha=0.05, table=spec)
+
+    new = mixed_frame(90, 1).astype({"flag": "category"})[["flag", "b", "host", "proto", "a"]]
+    new["note"] = "ignored"  # a column the model does not use
+    local = Scorer(tmp_path / "mixed.onnx").predict(new)
+    ddf = dd.from_pandas(new, npartitions=4)
+    with dask.config.set(scheduler="synchronous"):
+        out = score_dataframe(ddf, tmp_path / "mixed.onnx").compute()
+        empty = score_dataframe(ddf[ddf["a"] > 1e9], tmp_path / "mixed.onnx").compute()
+    assert list(out.columns) == ["host", "score", "p_value", "is_anomaly"]
+    assert out["host"].tolist() == new["host"].tolist() and out.index.equals(new.index)
+    np.testing.assert_array_equal(out["score"].to_numpy(), local.scores)
+    np.testing.assert_array_equal(out["p_value"].to_numpy(), local.p_values)
+    np.testing.assert_array_equal(out["is_anomaly"].to_numpy(), local.is_anomaly)
+    assert len(empty) == 0 and list(empty.columns) == ["host", "score", "p_value", "is_anomaly"]
+    with dask.config.set(scheduler="synchronous"), pytest.raises(ValueError, match="no column 'proto'"):
+        score_dataframe(ddf.drop(columns="proto"), tmp_path / "mixed.onnx").compute()
+
+
 @pytest.mark.slow
 def test_estimator_in_grid_search(cardio):
     """Five fits: two parameter values on two folds, and the refit of the best."""

@@ -42,12 +42,10 @@ def request(base, path, body=None, content_type="application/json", method=None)
         return status, text
 
 
-@pytest.fixture(scope="module")
-def server(model_path, tmp_path_factory):
-    """(base URL, served model path) of `vae-anomaly serve` on a free loopback port."""
-    d = tmp_path_factory.mktemp("serve")
-    served = d / "model.onnx"
-    shutil.copy(model_path, served)
+def _serve(model, folder):
+    """(base URL, served model path, process) of `vae-anomaly serve` of a copy of ``model`` on a free port."""
+    served = folder / "model.onnx"
+    shutil.copy(model, served)
     port = _free_port()
     proc = subprocess.Popen(CLI + ["serve", "-m", str(served), "--port", str(port), "--max-rows", "500"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -61,7 +59,47 @@ def server(model_path, tmp_path_factory):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
+    return base, served, proc
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    """(base URL, served model path) of `vae-anomaly serve` on a free loopback port."""
+    base, served, proc = _serve(model_path, tmp_path_factory.mktemp("serve"))
     yield base, served
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def mixed_frame(n, seed):
+    """A table as users have them: an ID column, numbers, text and a pandas ``category`` column."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    return pd.DataFrame({"host": [f"h{i:03d}" for i in range(n)], "a": a, "b": 2 * a + 0.1 * rng.standard_normal(n),
+                         "proto": pd.Categorical(np.where(a > 0, "tcp", rng.choice(["udp", "icmp"], n))),
+                         "flag": np.where(rng.random(n) < 0.8, "S", "F")})
+
+
+@pytest.fixture(scope="module")
+def table_server(tmp_path_factory):
+    """(base URL, served model path, its training frame) of a model fitted on a table with an ID column
+    (host), numeric (a, b) and categorical (proto, flag) columns: a tiny fit, served on its own port."""
+    pytest.importorskip("torch")
+    from vae_anomaly.deploy import schema, tables
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("table_serve")
+    df = mixed_frame(240, 0)
+    table = tables.as_table(df)
+    spec = schema.build_schema(table, schema.infer_roles(table.schema, id_columns=["host"]))
+    result = train(schema.encode(table, spec), categories=schema.categories(spec),
+                   config=TrainConfig(epochs=3, hidden=(16, 16), seed=0, device="cpu"))
+    export_model(result, d / "fitted.onnx", alpha=0.05, table=spec)
+    base, served, proc = _serve(d / "fitted.onnx", d)
+    yield base, served, df
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -81,7 +119,8 @@ def test_scores_equal_the_cli_for_json_csv_and_npy_bodies(server, cardio, tmp_pa
     ref = cli_scores(tmp_path, model, X)
     status, js = request(base, "/score", {"rows": X.tolist()})
     assert status == 200, js
-    csv_body = "\n".join(",".join(map(repr, row)) for row in X.tolist()).encode()
+    header = ",".join(f"f{j}" for j in range(X.shape[1]))
+    csv_body = "\n".join([header] + [",".join(map(repr, row)) for row in X.tolist()]).encode()
     buf = io.BytesIO()
     np.save(buf, X)
     for name, (st, out) in {"json": (status, js), "csv": request(base, "/score", csv_body, "text/csv"),
@@ -96,7 +135,14 @@ def test_scores_equal_the_cli_for_json_csv_and_npy_bodies(server, cardio, tmp_pa
     (b"{not json", "application/json", 400, "not valid JSON"),
     ({"values": [[1]]}, "application/json", 400, "expected a JSON object"),
     ({"rows": [["a"] * 21]}, "application/json", 400, "lists of numbers"),
-    (b"1,2\n3,x\n", "text/csv", 400, "row 1, column 1"),
+    (b"a,b\n1,2\n3,4,5\n", "text/csv", 400, "has 3 cells; expected 2"),
+    (",".join(f"f{j}" for j in range(21)).encode() + b"\n" + b"0," * 20 + b"0\n" + b"1,x" + b",0" * 19 + b"\n",
+     "text/csv", 422, "column 'f1', data row 1, holds 'x'; expected a number"),
+    ({"records": [{f"f{j}": 0.0 for j in range(21)}, {"f0": "text"}]}, "application/json", 422,
+     "request records: column 'f0', data row 1, holds \"text\"; expected a number"),
+    ({"rows": [[0.0] * 21], "records": []}, "application/json", 400, "one of the two"),
+    ({"records": [[0.0] * 21]}, "application/json", 400, "records must be JSON objects"),
+    ({"rows": [[0.0] * 21], "features": -1}, "application/json", 400, "features: got '-1'"),
     (b"\x93NUMPY garbage", "application/x-npy", 400, "not a valid .npy"),
     ({"rows": [[0.0] * 21] * 501}, "application/json", 413, "the limit is 500"),
     (b"<xml/>", "application/xml", 415, "content type"),
@@ -155,3 +201,62 @@ def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, cardio
     status, out = request(base, "/reload", b"", "application/json")
     assert status == 409 and "not a valid ONNX model" in out["error"]
     assert "reload" in request(base, "/metrics")[1]
+
+
+def test_records_and_csv_bodies_are_matched_by_name_and_carry_the_ids(table_server):
+    from vae_anomaly import Scorer
+    from vae_anomaly.deploy.monitoring import top_features
+
+    base, model, _ = table_server
+    scorer = Scorer(model)
+    new = mixed_frame(40, 1)
+    new.loc[3, "proto"] = np.nan  # a category never seen at fit: scored, not refused
+    new["proto"] = new["proto"].cat.add_categories(["gre"]).fillna("gre")
+    local = scorer.predict(new, feature_terms=True)
+    top = top_features(local.feature_terms, 2)
+    names = scorer.feature_names
+    assert names == ["a", "b", "proto", "flag"]
+
+    # records: keys in any order, an extra key ignored, the ID column carried back
+    cols = ["flag", "host", "b", "extra", "proto", "a"]
+    records = new.assign(extra=1).astype({"proto": str})[cols].to_dict("records")
+    status, out = request(base, "/score", {"records": records, "features": 2})
+    assert status == 200, out
+    np.testing.assert_array_equal(np.float32(out["scores"]), local.scores)
+    np.testing.assert_array_equal(out["p_values"], local.p_values)
+    assert out["is_anomaly"] == local.is_anomaly.tolist()
+    assert out["ids"] == {"host": new["host"].tolist()}
+    assert out["top_features"] == [[names[j] for j in row] for row in top.tolist()]
+    assert out["scores"][3] > np.median(out["scores"])  # the unseen category
+
+    # a CSV body with a header row, columns in another order: the same answer
+    csv_body = new.assign(extra="x")[["extra", "proto", "b", "host", "flag", "a"]].to_csv(index=False).encode()
+    status, from_csv = request(base, "/score?features=2", csv_body, "text/csv")
+    assert status == 200, from_csv
+    assert from_csv["scores"] == out["scores"] and from_csv["ids"] == out["ids"]
+    assert from_csv["top_features"] == out["top_features"]
+
+    # without the ID column: scored, no ids
+    status, bare = request(base, "/score", {"records": [{k: v for k, v in r.items() if k != "host"} for r in records]})
+    assert status == 200 and "ids" not in bare and "top_features" not in bare and bare["scores"] == out["scores"]
+    status, empty = request(base, "/score", {"records": []})
+    assert status == 200 and empty["scores"] == []
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda r: r.pop("b"), "request records: no column 'b'; the model was fitted on 'a', 'b', 'proto', 'flag'"),
+    (lambda r: r.update(a="high"), "request records: column 'a', data row 1, holds \"high\"; expected a number"),
+    (lambda r: r.update(a=None), "request records: column 'a', data row 1, is empty (a missing value)"),
+    (lambda r: r.update(proto=["tcp"]), "request records: column 'proto', data row 1, holds a list"),
+])
+def test_a_bad_record_is_refused_with_one_line(table_server, edit, fragment):
+    base, _, df = table_server
+    records = df.astype({"proto": str}).head(3).to_dict("records")
+    if "no column" in fragment:
+        for r in records:
+            edit(r)
+    else:
+        edit(records[1])
+    status, out = request(base, "/score", {"records": records})
+    assert status == 422 and out["kind"] == "invalid_rows" and fragment in out["error"], out
+    assert "\n" not in out["error"]

@@ -3,6 +3,11 @@
 Each worker process keeps one onnxruntime session per model path, created lazily on first use
 with one intra-op thread (Dask's threads or processes provide the parallelism) and never pickled:
 only the model path travels in the task graph. Empty blocks and partitions are fine.
+
+A DataFrame partition is scored as a table (:meth:`Scorer.predict` on the pandas partition): a
+model fitted on a table takes its columns by name, in any order, of any type (numbers, text,
+``category``, booleans), and its ID columns are carried into the result; a positional model takes
+the numeric columns by position, as before.
 """
 
 from __future__ import annotations
@@ -52,12 +57,12 @@ def score_array(darr, model_path: str | os.PathLike):
                            meta=np.empty((0,), dtype=np.float32))
 
 
-def _score_partition(df: pd.DataFrame, model_path: str, columns: list | None) -> pd.DataFrame:
+def _score_partition(df: pd.DataFrame, model_path: str, columns: list | None, ids: list) -> pd.DataFrame:
     scorer = _scorer(model_path)
-    x = (df[columns] if columns is not None else df).to_numpy(dtype=np.float32)
-    res = scorer.predict(x.reshape(len(df), -1) if len(df) else np.empty((0, scorer.n_features), np.float32))
-    return pd.DataFrame({"score": res.scores, "p_value": res.p_values, "is_anomaly": res.is_anomaly},
-                        index=df.index)
+    res = scorer.predict(df[columns] if columns is not None else df, name="dask partition")
+    out = df[ids].copy() if ids else pd.DataFrame(index=df.index)
+    out["score"], out["p_value"], out["is_anomaly"] = res.scores, res.p_values, res.is_anomaly
+    return out
 
 
 def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = None):
@@ -65,14 +70,28 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
 
     Parameters
     ----------
-    ddf : dask DataFrame; ``columns`` (default: all) are the model's features, in its order.
-    model_path : a model file readable by every worker.
+    ddf : dask DataFrame. For a model fitted on a table: its feature columns, matched by name in
+        any order (other columns are ignored; text, ``category`` and boolean columns are its
+        categorical features). For a positional model: numeric columns, in the model's order.
+    model_path : a model file readable by every worker (read here too, for its ID columns).
+    columns : score only these columns (default: all).
 
     Returns
     -------
-    dask DataFrame with the same index and columns score (float32, higher = more anomalous),
-    p_value (float64) and is_anomaly (bool).
+    dask DataFrame with the same index: the model's ID columns that ``ddf`` has (as in ``ddf``),
+    then score (float32, higher = more anomalous), p_value (float64) and is_anomaly (bool); the same
+    values as :meth:`Scorer.predict` of the whole frame.
+
+    Raises
+    ------
+    InputValidationError : (when computed) a missing feature column, text in a numeric column, a
+        missing or non-finite value (column named).
     """
-    meta = pd.DataFrame({"score": pd.Series(dtype=np.float32), "p_value": pd.Series(dtype=np.float64),
-                         "is_anomaly": pd.Series(dtype=bool)})
-    return ddf.map_partitions(_score_partition, os.fspath(model_path), columns, meta=meta)
+    path = os.fspath(model_path)
+    spec = _scorer(path).table
+    ids = [c for c in (spec or {}).get("id_columns", []) if c in ddf.columns]
+    meta = ddf._meta[ids].copy() if ids else pd.DataFrame(index=ddf._meta.index)
+    meta["score"] = pd.Series(dtype=np.float32)
+    meta["p_value"] = pd.Series(dtype=np.float64)
+    meta["is_anomaly"] = pd.Series(dtype=bool)
+    return ddf.map_partitions(_score_partition, path, None if columns is None else list(columns), ids, meta=meta)

@@ -4,6 +4,13 @@
 scoring runs through the same :class:`~vae_anomaly.deploy.scorer.Scorer` as the CLI. ``save`` writes the
 ONNX model file and ``load`` reads one back, so no pickle is needed to persist it (pickling works
 too: the estimator pickles the model bytes, never an onnxruntime session).
+
+A pandas DataFrame with categorical columns (``category``, text or boolean dtype, or integer
+columns named in ``categorical``) is fitted as a table, as ``vae-anomaly fit FILE.csv`` does: the
+schema is inferred (:mod:`vae_anomaly.deploy.schema`), categories are one-hot encoded and modelled
+by a categorical likelihood, and the schema is stored in the model file; such a model takes
+DataFrames with the same columns in any order. An all-numeric DataFrame follows scikit-learn's
+positional rules (its column names are still stored, so the saved model matches a CSV by name).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..deploy import artifact
+from ..deploy import artifact, schema, tables
 from ..deploy.calibration import check_alpha, score_threshold
 from ..deploy.io import atomic_write
 from ..deploy.scorer import Scorer
@@ -49,11 +56,15 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     score_type : "neg-elbo", "recon-prob" or "iwae" (the name ``score`` is scikit-learn's method).
     random_state : int, seeds the split, training and the score noise.
     device : "auto", "cpu" or "cuda".
+    categorical : list of str or None, integer columns of a DataFrame to model as categories (text,
+        ``category`` and boolean columns always are); needs a DataFrame.
 
     Attributes
     ----------
     offset_ : float, decision_function = score_samples − offset_.
-    n_features_in_ : int.
+    n_features_in_ : int, the input columns seen at fit (a categorical column counts once).
+    feature_names_in_ : ndarray of str, shape (n_features_in_,), the column names seen at fit;
+        defined only when X had string column names.
     model_bytes_ : bytes, the ONNX model file.
 
     Notes
@@ -62,7 +73,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, epochs=None, latent_dim=None, hidden=None, alpha=0.01, contamination="auto",
-                 score_type="neg-elbo", random_state=0, device="auto"):
+                 score_type="neg-elbo", random_state=0, device="auto", categorical=None):
         self.epochs = epochs
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -71,21 +82,46 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.score_type = score_type
         self.random_state = random_state
         self.device = device
+        self.categorical = categorical
 
     def fit(self, X, y=None):
-        """Fit on normal rows X (n_samples >= 6, n_features); y is ignored. Returns self."""
+        """Fit on normal rows X (n_samples >= 6, n_features): an array, or a pandas DataFrame whose
+        categorical columns are modelled as categories; y is ignored. Returns self."""
         from ..training.export import build_model  # torch: only fit needs it
         from ..training.train import train
 
         cfg = self._check_params()
-        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=6)
-        self.model_bytes_, _ = build_model(train(X, config=cfg), alpha=self.alpha, default_score=self.score_type)
+        if _is_table_fit(X, self.categorical):
+            X, spec = self._fit_table(X)
+            categories = schema.categories(spec)
+        else:
+            if self.categorical is not None:
+                raise InputValidationError("categorical: names columns of a pandas DataFrame; X is not one.")
+            X = validate_data(self, X, dtype=np.float32, ensure_min_samples=6)
+            names = getattr(self, "feature_names_in_", None)
+            # an all-numeric DataFrame: its names go into the model file (a CSV is then matched by name)
+            spec = schema.positional(list(names)) if names is not None and all(names) and len(set(names)) == len(names) \
+                else None
+            categories = ()
+        self.model_bytes_, _ = build_model(train(X, config=cfg, categories=categories), alpha=self.alpha,
+                                           default_score=self.score_type, table=spec)
         self._scorer = Scorer.from_bytes(self.model_bytes_)
         if self.contamination == "auto":
             self.offset_ = self._offset_from_alpha()
         else:
-            self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
+            self.offset_ = float(np.percentile(self._scores(X), 100.0 * self.contamination))
         return self
+
+    def _fit_table(self, X) -> tuple[np.ndarray, dict]:
+        """A DataFrame with categorical columns: (its encoded rows, its table schema)."""
+        validate_data(self, X, skip_check_array=True)  # feature_names_in_ and n_features_in_, as scikit-learn sets them
+        if X.shape[0] < 6:
+            raise InputValidationError(f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a minimum "
+                                       "of 6 is required by VAEAnomalyDetector.")
+        table = tables.as_table(X)
+        spec = schema.build_schema(table, schema.infer_roles(table.schema, categorical=self.categorical))
+        self._columns = list(table.column_names)
+        return schema.encode(table, spec), spec
 
     def _check_params(self) -> TrainConfig:
         """Validate the parameters (as scikit-learn does, in ``fit``) with the CLI's checks; the
@@ -102,10 +138,37 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                                         device=self.device, hidden=None if self.hidden is None else tuple(self.hidden)))
 
     def score_samples(self, X):
-        """−(VAE score) per row, shape (n_samples,), float64: lower = more abnormal."""
+        """−(VAE score) per row, shape (n_samples,), float64: lower = more abnormal. A model fitted on
+        a DataFrame with categorical columns takes a DataFrame with its columns in any order (or an
+        array of them in the order of fit)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return -self._scorer.score_samples(X, score=self.score_type).astype(np.float64)
+        return -self._scores(self._check_rows(X)).astype(np.float64)
+
+    def _scores(self, X):
+        return self._scorer.score_samples(X, score=self.score_type)
+
+    def _check_rows(self, X):
+        """X as the Scorer takes it: a float32 matrix, or for a categorical model a DataFrame of the
+        columns of fit (reordered by name; an array is labelled with them)."""
+        if not self._categorical_model():
+            return validate_data(self, X, dtype=np.float32, reset=False)
+        import pandas as pd
+
+        names = getattr(self, "feature_names_in_", None)
+        if isinstance(X, pd.DataFrame) and names is not None and sorted(map(str, X.columns)) == sorted(names):
+            X = X[list(names)]  # matched by name, in any order
+        validate_data(self, X, reset=False, skip_check_array=True)  # scikit-learn's name and count checks
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(np.asarray(X, dtype=object), columns=self._table_columns()).infer_objects()
+        return X
+
+    def _categorical_model(self) -> bool:
+        spec = self._scorer.table
+        return spec is not None and any(f["kind"] == "categorical" for f in spec["features"])
+
+    def _table_columns(self) -> list[str]:
+        """The input columns in the order of fit (the model's order for a loaded one)."""
+        return getattr(self, "_columns", None) or schema.feature_names(self._scorer.table)
 
     def decision_function(self, X):
         """score_samples − offset_: negative = outlier, shape (n_samples,)."""
@@ -128,7 +191,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         est = cls(alpha=scorer.alpha, score_type=scorer.default_score, contamination="auto")
         est.model_bytes_ = artifact.read_model_bytes(path)
         est._scorer = scorer
-        est.n_features_in_ = scorer.n_features
+        if scorer.table is not None:
+            names = schema.feature_names(scorer.table)
+            est.n_features_in_, est.feature_names_in_ = len(names), np.asarray(names, dtype=object)
+        else:
+            est.n_features_in_ = scorer.n_features
         est.offset_ = est._offset_from_alpha()
         return est
 
@@ -158,3 +225,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
+
+
+def _is_table_fit(X, categorical) -> bool:
+    """Whether X is fitted as a table: a pandas DataFrame with a text, ``category``, boolean or
+    other non-numeric column, or with columns named in ``categorical``."""
+    if type(X).__name__ != "DataFrame" or not type(X).__module__.startswith("pandas"):
+        return False
+    import pandas as pd
+
+    return categorical is not None or any(
+        pd.api.types.is_bool_dtype(t) or not pd.api.types.is_numeric_dtype(t) for t in X.dtypes)

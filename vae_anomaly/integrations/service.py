@@ -3,12 +3,18 @@
 Every request scores through the same :class:`~vae_anomaly.deploy.scorer.Scorer` as the CLI, so a row
 gets the same score, p-value and flag over HTTP as from ``vae-anomaly score``.
 
-Endpoints: ``POST /score`` (JSON ``{"rows": [[...], ...]}``, or a CSV body as ``text/csv``, or
-``.npy`` bytes as ``application/x-npy``), ``POST /reload``, ``GET /healthz``, ``GET /readyz``,
-``GET /model``, ``GET /metrics`` (Prometheus text format), and the framework's ``/openapi.json``.
+Endpoints: ``POST /score`` (JSON ``{"rows": [[...], ...]}`` or ``{"records": [{column: value},
+...]}``, or a CSV body with a header row as ``text/csv``, or ``.npy`` bytes as
+``application/x-npy``), ``POST /reload``, ``GET /healthz``, ``GET /readyz``, ``GET /model``,
+``GET /metrics`` (Prometheus text format), and the framework's ``/openapi.json``.
+
+Records and CSV columns are matched to a model fitted on a table by name (in any order; other
+columns ignored); the answer carries the model's ID columns the body has (``"ids"``) and, on
+request, each row's most anomalous features by name (``"top_features"``).
 
 Status codes: 400 malformed body, 413 body or row count over the limit, 415 unknown content type,
-422 rows of the wrong width or with non-finite values (the CLI's wording), 409 a reload refused.
+422 rows that do not fit the model: wrong width, non-finite or missing values, a missing column,
+text in a numeric column (the CLI's wording), 409 a reload refused.
 
 Hot reload: before each request the model file's (inode, size, mtime) is compared with the loaded
 one; ``fit`` replaces the file atomically, so a changed file is complete and is loaded in full. A
@@ -35,9 +41,11 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from ..deploy import schema, tables
 from ..deploy.io import parse_matrix_bytes
+from ..deploy.monitoring import top_features
 from ..deploy.scorer import Scorer
-from ..errors import InputValidationError, VaeAnomalyError
+from ..errors import InputValidationError, ModelArtifactError, VaeAnomalyError
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -53,6 +61,18 @@ class HTTPError(Exception):
         self.status, self.kind = status, kind
 
 
+def _load(path: Path) -> Scorer:
+    """The Scorer of ``path``; any failure to load (a damaged file, a failed checksum, a file that
+    vanished or cannot be read while it is replaced) is a ModelArtifactError with one line."""
+    try:
+        return Scorer(path)
+    except VaeAnomalyError:
+        raise
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelArtifactError(f"{path}: cannot load the model ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200] if str(e) else ''}).") from None
+
+
 class ModelHolder:
     """The serving model; reloads when the file on disk changes, keeps the old one if the new fails."""
 
@@ -60,7 +80,7 @@ class ModelHolder:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._on_reload_error = on_reload_error
-        self.scorer = Scorer(self.path)
+        self.scorer = _load(self.path)
         self._signature = self._stat()
         self.last_error: str | None = None
 
@@ -78,7 +98,7 @@ class ModelHolder:
             if force or signature != self._signature:
                 self._signature = signature  # a broken file is tried once, not on every request
                 try:
-                    self.scorer = Scorer(self.path)
+                    self.scorer = _load(self.path)
                     self.last_error = None
                 except VaeAnomalyError as e:
                     self.last_error = str(e)
@@ -94,20 +114,30 @@ class ModelHolder:
             return self.scorer
 
 
-def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple[np.ndarray, dict]:
-    """Body -> (rows, options). Raises HTTPError 400 for a malformed body."""
-    options = {k: params[k] for k in ("alpha", "threshold", "score") if k in params}
+def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple[str, object, dict]:
+    """Body -> (form, payload, options): form "rows" with an ndarray (JSON rows, ``.npy``),
+    "records" with a list of dicts, or "csv" with the body's bytes (read against the serving
+    model by :func:`_score`). Raises HTTPError 400 for a malformed body, 413 for too many rows."""
+    options = {k: params[k] for k in ("alpha", "threshold", "score", "features") if k in params}
+    if kind == "csv":
+        return "csv", body, options
     if kind == "json":
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise HTTPError(400, "malformed", f"request body: not valid JSON ({e}).") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-            raise HTTPError(400, "malformed", 'request body: expected a JSON object {"rows": [[...], ...]}.')
-        options.update({k: doc[k] for k in ("alpha", "threshold", "score", "condition") if k in doc})
-        rows = doc["rows"]
+        forms = [k for k in ("rows", "records") if isinstance(doc, dict) and isinstance(doc.get(k), list)]
+        if len(forms) != 1:
+            raise HTTPError(400, "malformed", 'request body: expected a JSON object {"rows": [[...], ...]} or '
+                                              '{"records": [{"column": value, ...}, ...]} (one of the two).')
+        options.update({k: doc[k] for k in ("alpha", "threshold", "score", "condition", "features") if k in doc})
+        rows = doc[forms[0]]
         if len(rows) > max_rows:
             raise HTTPError(413, "too_large", f"request body: {len(rows)} rows; the limit is {max_rows}.")
+        if forms[0] == "records":
+            if not all(isinstance(r, dict) for r in rows):
+                raise HTTPError(400, "malformed", "request body: records must be JSON objects {\"column\": value}.")
+            return "records", rows, options
         if rows and not all(isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in r) for r in rows):
             raise HTTPError(400, "malformed", "request body: rows must be lists of numbers.")
@@ -122,7 +152,137 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
             raise HTTPError(400, "malformed", str(e)) from None
     if X.ndim >= 1 and X.shape[0] > max_rows:
         raise HTTPError(413, "too_large", f"request body: {X.shape[0]} rows; the limit is {max_rows}.")
-    return X, options
+    return "rows", X, options
+
+
+def _text(value, cache: dict):
+    """A record's categorical value as the model's category text: text as given; a number or a
+    boolean as pyarrow writes it (3 -> "3", true -> "true"), as for a table's typed columns."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        key = (type(value), value)
+        if key not in cache:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            cache[key] = pc.cast(pa.array([value]), pa.string())[0].as_py()
+        return cache[key]
+    raise InputValidationError(f"holds a {type(value).__name__}; expected a category (text or a number).")
+
+
+def _records_table(records: list[dict], spec: dict | None, label: str):
+    """JSON records as a pyarrow Table for ``spec`` (the model's table schema; None: a positional
+    model, every key a numeric column in the order first seen): its features only, numeric ones
+    float64, categorical ones text (ID columns: :func:`_ids`). A column absent from every record
+    is left out (the Scorer names it); a key absent from some records is a missing value there.
+
+    Raises
+    ------
+    InputValidationError : a numeric feature holding text (column and row named), a categorical
+        one holding a list or an object.
+    """
+    import pyarrow as pa
+
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    spec = spec or schema.positional(keys)
+    present = set(keys)
+    columns, cache = {}, {}
+    for f in spec["features"]:
+        name = f["name"]
+        if name not in present and records:
+            continue
+        values = [r.get(name) for r in records]
+        for i, v in enumerate(values):
+            try:
+                if f["kind"] == "numeric":
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                        raise InputValidationError(f"holds {json.dumps(v)[:40]}; expected a number ({name!r} is a "
+                                                   "numeric feature of the model)")
+                else:
+                    values[i] = _text(v, cache)
+            except InputValidationError as e:
+                raise InputValidationError(f"{label}: column {name!r}, data row {i}, {str(e).rstrip('.')}.") from None
+        columns[name] = pa.array(values, pa.float64() if f["kind"] == "numeric" else pa.string())
+    return pa.table(columns)
+
+
+def _csv_table(body: bytes, spec: dict | None, label: str):
+    """A CSV body (header row, ``,``-delimited) as a pyarrow Table; a table model's categorical
+    features and ID columns are read as text, as ``vae-anomaly score`` reads a file (a category or
+    an ID such as ``007`` is kept as written).
+
+    Raises
+    ------
+    InputValidationError : unreadable CSV (400).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    types = {} if spec is None else {c: pa.string() for c in
+                                     [f["name"] for f in spec["features"] if f["kind"] != "numeric"]
+                                     + list(spec["id_columns"])}
+    fmt = tables.CsvFormat(delimiter=",")
+    try:
+        return pcsv.read_csv(pa.BufferReader(body), read_options=pcsv.ReadOptions(block_size=1 << 20),
+                             parse_options=pcsv.ParseOptions(delimiter=","),
+                             convert_options=pcsv.ConvertOptions(null_values=tables.NULL_VALUES,
+                                                                 strings_can_be_null=True, true_values=[],
+                                                                 false_values=[], column_types=types))
+    except pa.ArrowException as e:
+        raise tables._csv_error(Path(label), e, None, fmt) from None
+
+
+def _ids(table, records: list[dict] | None, spec: dict | None) -> dict | None:
+    """{ID column: values} for the model's ID columns the body has (records: values as sent; CSV:
+    as text), or None without any."""
+    if spec is None or not spec["id_columns"]:
+        return None
+    if records is not None:
+        present = set().union(*records) if records else set()
+        out = {c: [r.get(c) for r in records] for c in spec["id_columns"] if c in present}
+    else:
+        out = {c: table.column(c).to_pylist() for c in spec["id_columns"] if c in table.column_names}
+    return out or None
+
+
+def _top_k(value) -> int:
+    """The ``features`` option: how many top features per row (0 = none). HTTPError 400 otherwise."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise HTTPError(400, "malformed", f"features: got {str(value)[:40]!r}; expected an integer >= 0.")
+
+
+def _score(scorer: Scorer, form: str, payload, max_rows: int, **predict):
+    """(ScoreResult, ids) of a parsed body (see :func:`_parse_request`); run in a worker thread.
+
+    Raises
+    ------
+    HTTPError : 400 an unreadable CSV, 413 too many CSV rows, 422 rows that do not fit the model.
+    """
+    ids, spec = None, scorer.table
+    if form == "csv":
+        try:
+            X = _csv_table(payload, spec, "request body")
+        except InputValidationError as e:
+            raise HTTPError(400, "malformed", str(e)) from None
+        if X.num_rows > max_rows:
+            raise HTTPError(413, "too_large", f"request body: {X.num_rows} rows; the limit is {max_rows}.")
+        ids, name = _ids(X, None, spec), "request body"
+    try:
+        if form == "records":
+            name = "request records"
+            X = _records_table(payload, spec, name) if payload or spec else np.empty((0, scorer.n_features))
+            ids = _ids(None, payload, spec)
+        elif form == "rows":
+            X, name = payload, "request rows"
+        return scorer.predict(X, name=name, **predict), ids
+    except InputValidationError as e:
+        raise HTTPError(422, "invalid_rows", str(e)) from None
 
 
 def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROWS,
@@ -158,8 +318,13 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         return answer(endpoint, e.status, {"error": str(e), "kind": e.kind}, started)
 
     @app.post("/score", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "required": ["rows"], "properties": {
-            "rows": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        "application/json": {"schema": {"type": "object", "properties": {
+            "rows": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                     "description": "rows of numbers, by position (give rows or records)"},
+            "records": {"type": "array", "items": {"type": "object"},
+                        "description": "one {column: value} object per row, matched by name"},
+            "features": {"type": "integer", "minimum": 0,
+                         "description": "also answer each row's this many most anomalous features"},
             "alpha": {"type": "number"}, "threshold": {"oneOf": [{"type": "string", "enum": ["auto"]}, {"type": "number"}]},
             "score": {"type": "string", "enum": ["neg-elbo", "recon-prob", "iwae"]},
             "condition": {"type": "array", "description": "a conditional model's condition per row: "
@@ -167,7 +332,8 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         "text/csv": {"schema": {"type": "string"}},
         "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}}})
     async def score(request: Request) -> JSONResponse:
-        """Score rows: higher score = more anomalous; p_values are conformal; is_anomaly at the threshold."""
+        """Score rows: higher score = more anomalous; p_values are conformal; is_anomaly at the threshold;
+        ``ids``: the model's ID columns the body has; ``top_features`` with ``features`` > 0."""
         started = time.perf_counter()
         try:
             kind = _CONTENT_KINDS.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
@@ -181,7 +347,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
             body = await request.body()
             if len(body) > max_bytes:
                 raise HTTPError(413, "too_large", f"request body: {len(body)} bytes; the limit is {max_bytes}.")
-            X, options = _parse_request(kind, body, dict(request.query_params), max_rows)
+            form, payload, options = _parse_request(kind, body, dict(request.query_params), max_rows)
             scorer = holder.current()
             try:
                 threshold = options.get("threshold", "auto")
@@ -189,20 +355,26 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
                 alpha = None if options.get("alpha") is None else float(options["alpha"])
             except (TypeError, ValueError):
                 raise HTTPError(400, "malformed", "threshold: expected 'auto' or a number; alpha: a number.") from None
-            try:
-                result = await run_in_threadpool(scorer.predict, X, score=options.get("score"), threshold=threshold,
-                                                 alpha=alpha, name="request rows", condition=options.get("condition"))
-            except InputValidationError as e:
-                raise HTTPError(422, "invalid_rows", str(e)) from None
+            k = _top_k(options.get("features"))
+            result, ids = await run_in_threadpool(_score, scorer, form, payload, max_rows, score=options.get("score"),
+                                                  threshold=threshold, alpha=alpha,
+                                                  condition=options.get("condition"), feature_terms=k > 0)
         except HTTPError as e:
             return fail("/score", e, started)
         rows_scored.inc(len(result.scores))
         flagged.inc(int(result.is_anomaly.sum()))
-        return answer("/score", 200, {
+        answer_body = {
             "scores": result.scores.tolist(), "p_values": result.p_values.tolist(),
             "is_anomaly": result.is_anomaly.tolist(), "model_id": scorer.model_id, "score": result.score_name,
             "threshold": result.threshold if np.isfinite(result.threshold) else None, "alpha": result.alpha,
-        }, started)
+        }
+        if ids is not None:
+            answer_body["ids"] = ids
+        if k > 0:
+            top = top_features(result.feature_terms, k)
+            names = scorer.feature_names
+            answer_body["top_features"] = [[names[j] for j in row] for row in top.tolist()] if names else top.tolist()
+        return answer("/score", 200, answer_body, started)
 
     @app.post("/reload")
     def reload() -> JSONResponse:
