@@ -289,12 +289,13 @@ def test_recalibration_keeps_the_generation_graph(context_models, tmp_path):
 def test_a_model_without_a_generation_graph_says_so(context_models, tmp_path):
     import onnx
 
-    from vae_anomaly.deploy.artifact import SAMPLER_KEY
+    from vae_anomaly.deploy.artifact import SAMPLER_KEY, seal
 
     model = onnx.load(context_models["unconditional"])
     keep = [p for p in model.metadata_props if p.key != SAMPLER_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
+    seal(model)  # a sound file that only lacks the generation graph (an unsealed edit fails the checksum)
     onnx.save(model, tmp_path / "old.onnx")
     with pytest.raises(ModelArtifactError, match="no generation graph"):
         Scorer(tmp_path / "old.onnx").sample(2)

@@ -224,7 +224,7 @@ def test_nan_policy_flag_reports_bad_rows_as_anomalous_and_scores_the_rest(workd
     X[[3, 7], [0, 5]] = [np.nan, np.inf]
     np.save(workdir / "some_nan.npy", X)
     r = subprocess.run(CLI + ["score", "some_nan.npy", "--nan-policy", "flag"], cwd=workdir, capture_output=True, text=True)
-    assert r.returncode == 0 and "2 rows hold NaN" in r.stderr
+    assert r.returncode == 0 and "2 rows hold missing, NaN" in r.stderr
     table = np.array([line.split(",") for line in r.stdout.strip().splitlines()[1:]], dtype=float)
     assert np.isinf(table[[3, 7], 1]).all() and (table[[3, 7], 2] == 0).all() and (table[[3, 7], 3] == 1).all()
     clean = subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout

@@ -95,7 +95,7 @@ def test_parquet_input_scores_like_npy(work, cardio):
     assert parquet == npy
     pq.write_table(pa.table({"a": ["x", "y"]}), work / "text.parquet")
     r = subprocess.run(CLI + ["score", "text.parquet"], cwd=work, capture_output=True, text=True)
-    assert r.returncode == 3 and "expected numeric columns" in r.stderr
+    assert r.returncode == 3 and "column 'a', data row 0, holds 'x'; expected a number" in r.stderr
 
 
 def test_dask_scores_equal_local_scoring_on_a_local_cluster(model_path, cardio):
