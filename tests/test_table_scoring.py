@@ -171,3 +171,17 @@ def test_a_timestamp_column_left_as_a_feature_stops_fit(work):
     r = run(work, "fit", "normal.csv", "--exclude", "label", "-o", "bad.onnx", "--epochs", "1", "-q")
     assert r.returncode == 3 and "'ts' holds dates/times" in r.stderr and "--id-columns ts" in r.stderr
     assert not (work / "bad.onnx").exists()
+
+
+def test_the_plain_onnxruntime_encoding_in_the_docs_gives_the_scorers_scores(work, monkeypatch):
+    """docs/model-file.md shows how to encode a table for the graph with numpy and pandas alone."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "model-file.md").read_text()
+    section = text[text.index("## A model fitted on a table"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 3)]
+    monkeypatch.chdir(work)  # the snippet reads model.onnx and new.csv
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - our own documentation
+    expected = Scorer(work / "model.onnx").score_samples(pd.read_csv(work / "new.csv"))
+    np.testing.assert_array_equal(namespace["neg_elbo"], expected)
