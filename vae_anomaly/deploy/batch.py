@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputValidationError, OutputWriteError
-from . import conditions, schema
+from . import conditions, schema, series
 from .io import (
     ScoreWriter,
     atomic_write,
@@ -94,7 +94,7 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = None
         for raw, ids in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag):
-            x = scorer.check_rows(raw, name=name, allow_nonfinite=flag, first_row=done)
+            x = scorer.check_rows(raw, name=name, allow_nonfinite=flag or scorer.masked, first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=name,
                                  nan_policy=nan_policy, feature_terms=features > 0,
                                  condition=None if conds is None else conds[done : done + x.shape[0]])
@@ -142,6 +142,9 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
 def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool):
     """(rows, ID columns or None) chunks of a file: a table model's tables are read by column name
     and encoded (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
+    if scorer.series is not None:
+        yield from _read_series(path, scorer.series, chunk_rows, csv_format)
+        return
     spec = scorer.table
     if spec is None or Path(path).suffix.lower() not in TABLE_SUFFIXES:
         for raw in iter_matrix_chunks(path, chunk_rows, csv_format):
@@ -153,6 +156,26 @@ def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, a
         yield (scorer.encode_table(table, name=str(path), first_row=done, allow_missing=allow_missing),
                schema.id_values(table, spec, name=str(path)))
         done += table.num_rows
+
+
+def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat):
+    """(window rows, ID columns) chunks of a series file for a window model: each input row's window
+    of the W steps ending at its timestamp (:class:`vae_anomaly.deploy.series.Windower`, which
+    carries the last W − 1 steps across chunks), and its time and ID columns as read."""
+    if Path(path).suffix.lower() not in TABLE_SUFFIXES:
+        raise InputValidationError(f"{path}: a window model scores a series table (.csv or .parquet) with its "
+                                   f"time column {spec['time_column']!r}.")
+    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=str(path),
+                               time_column=spec["time_column"])
+    done = 0
+    columns = [*spec["id_columns"], *spec["metrics"]]
+    for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec), columns=columns):
+        t, values = series.table_values(table, spec, name=str(path), first_row=done)
+        yield windower.add(t, values), table.select(spec["id_columns"])
+        done += table.num_rows
+    if windower.inserted:
+        warnings.warn(f"{path}: {windower.inserted} missing time steps (gaps) were inserted as missing values "
+                      "and left out of the windows' likelihood.")
 
 
 def sample_file(model: str | os.PathLike, output: str | os.PathLike, n: int | None = None, *, seed: int = 0,

@@ -126,6 +126,16 @@ class ModelFile:
         return self.metadata.get("table")
 
     @property
+    def series(self) -> dict | None:
+        """The ``series`` entry of a window model (:mod:`vae_anomaly.deploy.series`), else None."""
+        return self.metadata.get("series")
+
+    @property
+    def masked(self) -> bool:
+        """Whether the graph takes missing values (NaN) and leaves them out of the likelihood."""
+        return self.metadata.get("missing") == "masked"
+
+    @property
     def feature_names(self) -> list[str] | None:
         """The name of each per-feature term (one per original column), or None for a positional model."""
         return self.metadata.get("feature_names")
@@ -172,7 +182,11 @@ class ModelFile:
         ------
         InputValidationError : see :meth:`check_rows`; conditions that do not fit the model.
         """
-        x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite)
+        x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite or self.masked)
+        if self.masked and not allow_nonfinite and np.isinf(x).any():
+            r, c = np.argwhere(np.isinf(x))[0]
+            raise InputValidationError(f"{name}: X holds ±inf (first at row {r}, column {c}); expected finite values "
+                                       "or NaN for a missing value.")
         return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
 
     def encode_table(self, table, *, name: str = "X", first_row: int = 0, allow_missing: bool = False) -> np.ndarray:

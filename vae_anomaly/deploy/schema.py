@@ -36,7 +36,7 @@ MAX_CATEGORIES = 1000
 _MIN_ROWS_FOR_RATIO = 20
 
 
-def _names(arg: Iterable[str] | str | None) -> list[str]:
+def column_names(arg: Iterable[str] | str | None) -> list[str]:
     """Column names given as a list or as one comma-separated string."""
     if arg is None:
         return []
@@ -68,7 +68,7 @@ def infer_roles(arrow_schema, *, exclude=None, id_columns=None, categorical=None
     if dupes:
         raise InputValidationError(f"{name}: column name {dupes[0]!r} appears more than once; expected unique "
                                    "names. Rename the columns.")
-    exclude, ids, cats = _names(exclude), _names(id_columns), _names(categorical)
+    exclude, ids, cats = column_names(exclude), column_names(id_columns), column_names(categorical)
     for flag, given in (("--exclude", exclude), ("--id-columns", ids), ("--categorical", cats)):
         unknown = [c for c in given if c not in names]
         if unknown:

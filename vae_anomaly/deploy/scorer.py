@@ -84,7 +84,8 @@ class Scorer(ModelFile):
         if nan_policy not in ("raise", "flag"):
             raise InputValidationError(f"nan_policy: got {nan_policy!r}; expected 'raise' or 'flag'.")
         x, c = self.rows(X, name, condition, allow_nonfinite=nan_policy == "flag")
-        bad = ~np.isfinite(x).all(axis=1)
+        # a masked model scores NaN (a missing value) itself; only ±inf is a bad row there
+        bad = np.isinf(x).any(axis=1) if self.masked else ~np.isfinite(x).all(axis=1)
         scores = np.full(x.shape[0], np.inf, dtype=np.float32)
         good = x[~bad] if bad.any() else x
         good_c = c[~bad] if c is not None and bad.any() else c
@@ -93,7 +94,8 @@ class Scorer(ModelFile):
         scores[~bad] = ran[0]
         terms = None
         if feature_terms:
-            terms = np.where(np.isfinite(x[:, self.term_starts()]), np.float32(0), np.float32(np.inf))
+            terms = np.where(np.isinf(x[:, self.term_starts()]) if self.masked else ~np.isfinite(x[:, self.term_starts()]),
+                             np.float32(np.inf), np.float32(0))
             terms[~bad] = ran[1]
         t, alpha = self._auto_threshold(score, alpha) if threshold == "auto" else (float(threshold), None)
         return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,
