@@ -84,3 +84,20 @@ def resumed_categories(state: dict, categories: tuple[int, ...], resume) -> tupl
             "resume with the same encoding, or fit from scratch."
         )
     return saved
+
+
+def resumed_missing(state: dict, missing: bool, resume) -> bool:
+    """Whether the resumed model masks missing values: the checkpoint's (written by the fit loop as
+    ``"masked": "true"`` for such a model only; False for checkpoints without it). ``missing=True``
+    given by the caller must agree.
+
+    Raises
+    ------
+    InputValidationError : ``missing=True`` for a checkpoint of a model without missing values.
+    """
+    saved = state.get("masked") == "true"
+    if missing and not saved:
+        raise InputValidationError(
+            f"missing: got True, but the checkpoint {resume} was written for a model without missing values; "
+            "resume with the same settings, or fit from scratch.")
+    return saved

@@ -30,6 +30,7 @@ class PreparedData:
     image_shape : (C, H, W) for a convolutional model, else None.
     fingerprint : SHA-256 hex of X's rows (and conditions): which data a checkpoint belongs to.
     n_rows : rows given in X, plus the separate validation rows if any.
+    n_dropped : training rows left out because every entry is missing (``missing=True`` only).
     """
 
     x_train: np.ndarray
@@ -41,6 +42,7 @@ class PreparedData:
     image_shape: tuple[int, int, int] | None
     fingerprint: str
     n_rows: int
+    n_dropped: int = 0
 
 
 def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +70,36 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = x.std(axis=0, dtype=np.float64)
     scale[~(scale > 1e-12)] = 1.0
     return loc, scale
+
+
+def observed_standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (float64) of the observed (non-NaN) values of
+    training rows that may hold missing values; a feature with no observed value gets 0 and 1, a
+    constant one scale 1."""
+    observed = ~np.isnan(x)
+    count = observed.sum(axis=0)
+    filled = np.where(observed, x, 0).astype(np.float64)
+    loc = filled.sum(axis=0) / np.maximum(count, 1)
+    scale = np.sqrt(np.where(observed, (filled - loc) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1))
+    scale[~(scale > 1e-12)] = 1.0
+    return loc, scale
+
+
+def check_missing(x: np.ndarray, name: str, first_row: int = 0) -> None:
+    """Refuse ±inf in rows whose NaN are missing values (``check_array(allow_nonfinite=True)``
+    output, float32).
+
+    Raises
+    ------
+    InputValidationError : an infinite value (or one beyond float32's range), by (row, column).
+    """
+    bad = np.isinf(x)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise InputValidationError(
+            f"{name}: X holds {int(bad.sum())} infinite values or values beyond float32's range (first at row "
+            f"{first_row + r}, column {c}); expected finite numbers or NaN for a missing value. Set them to NaN "
+            "to leave them out, or drop those rows.")
 
 
 def one_hot_standardization(loc: np.ndarray, scale: np.ndarray, categories: tuple[int, ...]
@@ -128,7 +160,8 @@ def image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int,
 
 
 def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=None,
-            condition_kind: str = "auto", name: str = "X", categories: tuple[int, ...] = ()) -> PreparedData:
+            condition_kind: str = "auto", name: str = "X", categories: tuple[int, ...] = (),
+            missing: bool = False) -> PreparedData:
     """Validate the rows (and conditions) and split off the validation rows.
 
     Parameters
@@ -141,12 +174,15 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
     name : how X is named in errors.
     categories : (K_1, ..., K_C) of the categorical columns encoded as the trailing one-hot blocks
         (:class:`~vae_anomaly.training.model.Architecture`); () = all numeric.
+    missing : X and X_val may hold NaN, missing values (never ±inf); training rows with every entry
+        missing are dropped (counted in ``n_dropped``), validation rows are kept as they are.
 
     Raises
     ------
-    InputValidationError : non-numeric or non-finite rows, too few rows, mismatched conditions,
-        images with ``decoder_variance="row"``, categories with images or blocks that are not
-        one-hot (an unseen category in X, which only X_val may hold).
+    InputValidationError : non-numeric or non-finite rows (NaN allowed with ``missing``), too few
+        rows, mismatched conditions, images with ``decoder_variance="row"``, categories with images,
+        with ``missing``, or blocks that are not one-hot (an unseen category in X, which only X_val
+        may hold).
     """
     row_shape = tuple(int(v) for v in np.shape(X)[1:])
     image = image_shape(row_shape, cfg.arch, name)
@@ -158,7 +194,13 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
                                    "images (--arch conv). Use --arch mlp, or encode no categorical columns.")
     if any(k < 1 for k in categories):
         raise InputValidationError(f"categories: got {categories}; expected category counts >= 1.")
-    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1)
+    if categories and missing:
+        raise InputValidationError("missing: missing values (NaN) are supported for all-numeric columns only; "
+                                   "got categorical columns too. Fit without missing=True, or encode no "
+                                   "categorical columns.")
+    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1, allow_nonfinite=missing)
+    if missing:
+        check_missing(x_all, name)
     if categories:
         check_categories(x_all, categories, name, allow_unseen=False)
     spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
@@ -173,10 +215,22 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
     else:
         x_train, c_train = x_all, c_all
         x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
-                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS)
+                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS, allow_nonfinite=missing)
+        if missing:
+            check_missing(x_val, "validation data")
         if categories:
             check_categories(x_val, categories, "validation data", allow_unseen=True)
         c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
+    n_dropped = 0
+    if missing:
+        keep = ~np.isnan(x_train).all(axis=1)
+        n_dropped = int((~keep).sum())
+        if not keep.any():
+            raise InputValidationError(f"{name}: every training row has all of its values missing (NaN); "
+                                       "expected at least one row with an observed value.")
+        if n_dropped:
+            x_train = x_train[keep]
+            c_train = None if c_train is None else c_train[keep]
     return PreparedData(x_train=x_train, x_val=x_val, c_train=c_train, c_val=c_val, spec=spec,
                         row_shape=row_shape, image_shape=image, fingerprint=fingerprint,
-                        n_rows=int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])))
+                        n_rows=int(x_all.shape[0] + (0 if X_val is None else x_val.shape[0])), n_dropped=n_dropped)

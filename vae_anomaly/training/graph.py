@@ -29,14 +29,18 @@ def aggregate_posterior(vae: VAE, xs: torch.Tensor, chunk: int = 8192) -> Latent
     Parameters
     ----------
     vae : the trained VAE (eval mode).
-    xs : (N, d) float32 standardized training rows, on the VAE's device.
+    xs : (N, d) float32 standardized training rows, on the VAE's device (with NaN for the missing
+        values of a masked model, which the encoder sees as 0).
 
     Returns
     -------
     LatentMixture with N components, on the CPU (the encoder runs in full float32, no TF32).
     """
     with full_float32():
-        parts = [vae.encode(xs[start : start + chunk]) for start in range(0, xs.shape[0], chunk)]
+        chunks = [xs[start : start + chunk] for start in range(0, xs.shape[0], chunk)]
+        if vae.arch.masked:  # the rows the encoder sees: a missing value (NaN) as 0
+            chunks = [vae.observed(c)[0] for c in chunks]
+        parts = [vae.encode(c) for c in chunks]
     mu = torch.cat([p[0] for p in parts]).double().cpu()
     var = torch.exp(torch.cat([p[1] for p in parts]).double().cpu())
     return LatentMixture(mu, var)

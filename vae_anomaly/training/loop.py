@@ -145,6 +145,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
             save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": json.dumps(asdict(cfg)),
                 "data_sha256": fingerprint, "categories": json.dumps(list(vae.arch.categories)),
+                **({"masked": "true"} if vae.arch.masked else {}),
                 "model": {k: v.cpu() for k, v in vae.state_dict().items()},
                 "optimizer": opt.state_dict(), "best": best, "best_epoch": best_epoch,
                 "best_state": {k: v.cpu() for k, v in best_state.items()},

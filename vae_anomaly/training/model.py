@@ -28,6 +28,13 @@ decoder's mean head then gives ``n_numeric`` Gaussian means and Σ K_c logits; i
 the numeric columns only. The one-hot slots are not standardized (loc 0, scale 1), and the
 encoder's first-layer weights of each "unseen" slot start (and, never receiving a gradient in
 training, stay) at 0, so an unseen category reads to the encoder as "no category".
+
+Missing values (``Architecture.masked``; Donut: Xu et al., "Unsupervised Anomaly Detection via
+Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018, §3.2, the modified
+ELBO; HI-VAE's masked likelihood, Nazábal et al. 2020, §3.2): an input entry may be NaN (a gap in
+a metric series, a known anomaly). :meth:`VAE.observed` turns standardized rows into the rows the
+encoder sees, with each missing entry set to 0 (the training mean), and the mask m (1 observed,
+0 missing) that leaves the missing entries out of log p(x|z) (:mod:`~vae_anomaly.training.scores`).
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class Architecture:
     category_floor : ε, the floor of every category probability: p_k = ε + (1 − K ε) softmax_k,
         and an unseen category has probability ε (−log ε ≈ 9.2 nats for 1e-4, the most a
         categorical column can cost). Needs K_c ε < 1.
+    masked : inputs may hold NaN (missing values), left out of log p(x|z) (Donut's modified ELBO,
+        Xu et al. 2018, §3.2); the encoder sees a missing entry as 0, the training mean. All-numeric only.
     """
 
     n_features: int
@@ -77,6 +86,7 @@ class Architecture:
     condition_dim: int = 0
     categories: tuple[int, ...] = ()
     category_floor: float = 1e-4
+    masked: bool = False
 
     @property
     def n_numeric(self) -> int:
@@ -105,7 +115,8 @@ class Architecture:
 def default_architecture(n_features: int, latent_dim: int | None = None, *, min_variance: float = 0.01,
                          decoder_variance: str = "feature", image_shape: tuple[int, int, int] | None = None,
                          condition_dim: int = 0, hidden: tuple[int, ...] | None = None,
-                         categories: tuple[int, ...] = (), category_floor: float = 1e-4) -> Architecture:
+                         categories: tuple[int, ...] = (), category_floor: float = 1e-4,
+                         masked: bool = False) -> Architecture:
     """Default sizes as functions of n_features d.
 
     Three hidden layers of width 256 (the decoder mirrors them); latent size ceil(d/4) within
@@ -125,12 +136,19 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
     With ``categories`` (K_1, ..., K_C) (see :class:`Architecture`) the latent size rule counts the
     original columns, n_numeric + C, not the one-hot slots.
 
+    ``masked``: the inputs may hold missing values (NaN), left out of the likelihood
+    (:class:`Architecture`); all-numeric columns only.
+
     Raises
     ------
-    InputValidationError : categories with a convolutional architecture, or categories that do
-        not fit n_features or the floor (K_c >= 1, K_c ε < 1, n_numeric >= 0).
+    InputValidationError : categories with a convolutional architecture or with ``masked``, or
+        categories that do not fit n_features or the floor (K_c >= 1, K_c ε < 1, n_numeric >= 0).
     """
     categories = tuple(int(c) for c in categories)
+    if categories and masked:
+        raise InputValidationError("missing: missing values (NaN) are supported for all-numeric columns only; "
+                                   "got categorical columns too. Fit without missing=True, or encode no "
+                                   "categorical columns.")
     if categories:
         if image_shape is not None:
             raise InputValidationError("categories: categorical columns need the MLP architecture; got images "
@@ -153,7 +171,7 @@ def default_architecture(n_features: int, latent_dim: int | None = None, *, min_
                         decoder_variance=decoder_variance, kind="mlp" if image_shape is None else "conv",
                         image_shape=None if image_shape is None else tuple(image_shape),
                         condition_dim=condition_dim, categories=categories,
-                        category_floor=float(category_floor))
+                        category_floor=float(category_floor), masked=bool(masked))
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -249,6 +267,14 @@ class VAE(nn.Module):
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) raw -> (..., d) standardized."""
         return (x - self.loc) / self.scale
+
+    @staticmethod
+    def observed(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardized rows (..., d) that may hold NaN -> (the rows the encoder sees, with each
+        missing entry set to 0, the training mean (Donut, Xu et al. 2018, §3.2); the mask m, 1.0
+        observed, 0.0 missing), both (..., d), same dtype. IsNaN and Where in ONNX: exact, elementwise."""
+        missing = torch.isnan(xs)
+        return torch.where(missing, torch.zeros_like(xs), xs), (~missing).to(xs.dtype)
 
     def condition(self, c: torch.Tensor | None) -> torch.Tensor | None:
         """(n, m) raw condition -> (n, m) standardized (None for an unconditional model)."""

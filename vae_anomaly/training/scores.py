@@ -30,6 +30,15 @@ function behind the training loss and the scores). Then log p(x|z) = Σ_numeric 
 Jacobian on the numeric columns only; one-hot slots are not standardized) + Σ_c log p(x_c|z), and
 every score above uses that total; the per-feature terms are one per original column: the numeric
 ones, then −(1/L) Σ_l log p(x_c|z_l) per categorical column.
+
+Missing values (``Architecture.masked``; Donut: Xu et al., "Unsupervised Anomaly Detection via
+Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018, §3.2, the modified ELBO;
+HI-VAE, Nazábal et al. 2020, §3.2): with the mask m (1 observed, 0 missing: NaN in the input),
+log p(x|z) = Σ_j m_j (log N(x_j; μ_x,j(z), σ²_x,j(z)) − log scale_j) over the observed entries only
+(:func:`masked_gaussian_log_prob`, the one function behind the training loss and the scores), and
+every score above uses that sum; the encoder sees a missing entry as 0 (the training mean), the KL
+term is unchanged (Donut also scales log p(z) by the observed fraction; not done here), and a
+missing entry's per-feature term is 0. A row with every entry missing scores its KL alone.
 """
 
 from __future__ import annotations
@@ -72,6 +81,17 @@ def row_logsumexp(t: torch.Tensor) -> torch.Tensor:
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Elementwise log N(x; mean, exp(logvar)) = −½ (log 2π + log σ² + (x − μ)² / σ²)."""
     return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+
+
+def masked_gaussian_log_prob(xs: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor,
+                             logvar: torch.Tensor) -> torch.Tensor:
+    """Elementwise m_j log N(x_j; mean_j, exp(logvar_j)): the Gaussian log-density of the observed
+    entries, 0 for the missing ones (Donut's modified ELBO, Xu et al. 2018, §3.2).
+
+    xs : standardized rows with missing entries already set to a finite value (:meth:`VAE.observed`),
+    so every product is finite; mask : 1.0 observed, 0.0 missing; all broadcast together.
+    """
+    return gaussian_log_prob(xs, mean, logvar) * mask
 
 
 def _block_matrix(sizes, dtype, device, skip_last: bool = False) -> torch.Tensor:
@@ -164,13 +184,21 @@ def training_loss(vae: VAE, xs: torch.Tensor, beta: float, cs: torch.Tensor | No
     al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016, eq. 15):
     below λ nats a dimension pays no KL, which keeps dimensions from collapsing to the prior.
 
+    With ``vae.arch.masked`` the rows may hold NaN (missing), left out of log p(x|z)
+    (:func:`masked_gaussian_log_prob`, as in the scores); the encoder sees them as 0.
+
     xs : standardized rows, (n, d); cs : standardized conditions (n, m) or None. Returns a scalar.
     """
+    mask = None
+    if vae.arch.masked:
+        xs, mask = vae.observed(xs)
     mu, logvar = vae.encode(xs, cs)
     eps = torch.randn_like(mu)
     x_mu, x_logvar = vae.decode(vae.reparameterize(mu, logvar, eps), cs)
     if vae.arch.categories:
         recon = -_mixed_log_likelihood(vae, xs, x_mu, x_logvar)
+    elif mask is not None:
+        recon = -_float32_row_sum(masked_gaussian_log_prob(xs, mask, x_mu, x_logvar))
     else:
         recon = -_float32_row_sum(gaussian_log_prob(xs, x_mu, x_logvar))
     kl = kl_terms(mu, logvar, vae.prior_mean(cs)).float()
@@ -234,6 +262,10 @@ class ScoreGraph(nn.Module):
     columns, then the one-hot blocks) and feature_terms is (n, n_numeric + C), one term per
     original column (numeric ones first), still summing to recon_prob.
 
+    With ``vae.arch.masked`` the rows may hold NaN (missing values): the graph masks them itself
+    (IsNaN, Where), leaves them out of log p(x|z), and gives them a per-feature term of 0; no NaN
+    reaches an output (a row with every entry missing scores its KL alone).
+
     Parameters
     ----------
     vae : a trained VAE.
@@ -264,12 +296,17 @@ class ScoreGraph(nn.Module):
         n_samples, k = self.eps.shape
         d = vae.arch.n_features
         xs, cs = vae.standardize(x), vae.condition(condition)    # (n, d), (n, m) or None
+        mask = None
+        if vae.arch.masked:                                       # NaN -> 0, mask (n, d): 1 observed
+            xs, mask = vae.observed(xs)
         mu, logvar = vae.encode(xs, cs)                           # (n, k), (n, k)
         z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
         cs_l = None if cs is None else cs.unsqueeze(1).expand(-1, n_samples, -1)  # (n, L, m)
         x_mu, x_logvar = vae.decode(z, cs_l)                      # (n, L, d); (d,) or (n, L, d)
         if vae.arch.categories:
             return self._mixed(xs, cs, mu, logvar, z, x_mu, x_logvar)
+        if mask is not None:
+            return self._masked(xs, mask, cs, mu, logvar, z, x_mu, x_logvar)
         sq = (xs.unsqueeze(1) - x_mu) ** 2                       # (n, L, d)
         log_scale = torch.log(vae.scale)                          # raw-scale Jacobian, (d,)
         if x_logvar.dim() == 1:                                   # per-feature variance
@@ -297,6 +334,18 @@ class ScoreGraph(nn.Module):
             neg_elbo = recon_prob + row_sum(log_qz - log_pz) / n_samples
         iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
         return neg_elbo, recon_prob, iwae
+
+    def _masked(self, xs, mask, cs, mu, logvar, z, x_mu, x_logvar):
+        """The scores of a model with missing values: log p(x|z_l) = Σ_j m_j (log N(x_j; ·) −
+        log scale_j), the observed entries only (:func:`masked_gaussian_log_prob`, raw scale);
+        feature_terms (n, d) is 0 for a missing entry."""
+        n_samples = self.eps.shape[0]
+        log_lik = masked_gaussian_log_prob(xs.unsqueeze(1), mask.unsqueeze(1), x_mu, x_logvar)  # (n, L, d)
+        jacobian = mask * torch.log(self.vae.scale)                       # (n, d), raw-scale log scale_j
+        log_px = row_sum(log_lik) - row_sum(jacobian).unsqueeze(-1)       # (n, L)
+        recon_prob = -row_sum(log_px) / n_samples                         # (n,)
+        feature_terms = -row_sum(log_lik.transpose(1, 2)) / n_samples + jacobian  # (n, d)
+        return (*self._latent_scores(mu, logvar, z, cs, log_px, recon_prob), feature_terms, mu)
 
     def _mixed(self, xs, cs, mu, logvar, z, x_mu, x_logvar):
         """The scores of a model with categorical columns: log p(x|z_l) = the numeric columns'

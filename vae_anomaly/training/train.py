@@ -16,9 +16,9 @@ import torch
 
 from ..deploy import conditions
 from ..errors import InputValidationError
-from .checkpoint import load_checkpoint, resumed_categories, resumed_config
+from .checkpoint import load_checkpoint, resumed_categories, resumed_config, resumed_missing
 from .config import ProgressCallback, TrainConfig, check_config
-from .data import one_hot_standardization, prepare, standardization
+from .data import observed_standardization, one_hot_standardization, prepare, standardization
 from .graph import build_score_graph
 from .loop import fit_loop
 from .model import VAE, Architecture, default_architecture
@@ -56,7 +56,8 @@ def resolve_device(device: str) -> torch.device:
 def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: str = "auto",
           config: TrainConfig | None = None, progress: ProgressCallback | None = None,
           name: str = "X", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10,
-          resume: str | os.PathLike | None = None, categories: tuple[int, ...] = ()) -> TrainResult:
+          resume: str | os.PathLike | None = None, categories: tuple[int, ...] = (),
+          missing: bool = False) -> TrainResult:
     """Fit a VAE on normal rows.
 
     Parameters
@@ -80,6 +81,13 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         numeric), modelled by a categorical likelihood with a floor (HI-VAE, Nazábal et al. 2020;
         :class:`~vae_anomaly.training.model.Architecture`); () = all columns numeric. A resumed fit
         takes the checkpoint's.
+    missing : X and X_val may hold NaN, missing values (a gap in a metric series, the first W − 1
+        steps of a window, a known anomaly), left out of the likelihood log p(x|z) instead of
+        refusing the row (Donut's modified ELBO, Xu et al. 2018, §3.2; ``Architecture.masked``):
+        the standardization uses each column's observed values, the encoder sees a missing entry
+        as 0 (the training mean), and the exported graph masks NaN itself. Training rows with every
+        entry missing are dropped (summary ``"missing"``); ±inf is still refused; all-numeric
+        columns only. A resumed fit takes the checkpoint's.
 
     Returns
     -------
@@ -96,11 +104,12 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     if state is not None:
         cfg = resumed_config(state, cfg)
         categories = resumed_categories(state, categories, resume)
+        missing = resumed_missing(state, missing, resume)
     if checkpoint_every < 1:
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
     check_config(cfg)
     data = prepare(X, cfg, X_val=X_val, condition=condition, condition_val=condition_val,
-                   condition_kind=condition_kind, name=name, categories=categories)
+                   condition_kind=condition_kind, name=name, categories=categories, missing=missing)
     if state is not None and state["data_sha256"] != data.fingerprint:
         raise InputValidationError(
             f"{name}: differs from the data the checkpoint {resume} was written for; resume with the "
@@ -111,11 +120,11 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    loc, scale = standardization(data.x_train)
+    loc, scale = observed_standardization(data.x_train) if missing else standardization(data.x_train)
     arch: Architecture = default_architecture(data.x_train.shape[1], cfg.latent_dim, min_variance=cfg.min_variance,
                                               decoder_variance=cfg.decoder_variance, image_shape=data.image_shape,
                                               condition_dim=conditions.width(data.spec), hidden=cfg.hidden,
-                                              categories=tuple(categories))
+                                              categories=tuple(categories), masked=missing)
     if arch.categories:
         loc, scale = one_hot_standardization(loc, scale, arch.categories)
     c_loc = c_scale = None
@@ -152,4 +161,8 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         "condition": data.spec,
         "latent_prior": prior_info,
     }
+    if missing:
+        summary["missing"] = {"n_train_dropped": data.n_dropped,
+                              "train_fraction": float(np.isnan(data.x_train).mean()),
+                              "val_fraction": float(np.isnan(data.x_val).mean())}
     return TrainResult(graph=graph, x_val=data.x_val, summary=summary, c_val=data.c_val)
