@@ -76,6 +76,22 @@ def _check_parity(onnx_out: list[np.ndarray], torch_out: list[np.ndarray], names
                                 "nothing was written. Please report this as a bug.")
 
 
+def _with_missing_rows(feeds: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The parity check's rows for a masked model: ``feeds`` followed by up to 16 copies of its first
+    rows with a seeded half of their entries set to NaN, one with all but one entry NaN, and one
+    all NaN (conditions repeated), so torch and onnxruntime are compared on missing values whether
+    or not the validation rows hold any."""
+    x = feeds[artifact.INPUT_NAME]
+    take = np.arange(min(16, len(x)))
+    take = np.concatenate([take, take[:1], take[:1]])
+    extra = x[take].copy()
+    rng = np.random.default_rng(seed)
+    extra[:-2][rng.random(extra[:-2].shape) < 0.5] = np.nan
+    extra[-2, 1:] = np.nan
+    extra[-1] = np.nan
+    return {k: np.concatenate([v, extra if k == artifact.INPUT_NAME else v[take]]) for k, v in feeds.items()}
+
+
 def _sampler_bytes(vae, rtol: float) -> bytes:
     """The generation graph (noise [, condition] -> sample), exported and checked like the scores."""
     k, m = vae.arch.latent_dim, vae.arch.condition_dim
@@ -123,8 +139,29 @@ def check_table(table: dict | None, arch) -> dict | None:
     return table
 
 
+def _check_series(series: dict | None, arch) -> dict | None:
+    """``series`` as a plain-JSON copy, for a masked model only (its structure is checked on
+    loading, by :func:`vae_anomaly.deploy.artifact.check_metadata`).
+
+    Raises
+    ------
+    InputValidationError : not a plain-JSON dict, or a model fitted without ``missing=True``.
+    """
+    if series is None:
+        return None
+    try:
+        series = json.loads(json.dumps(series, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InputValidationError(f"series: not a plain-JSON dict ({e}).") from None
+    if not isinstance(series, dict) or not arch.masked:
+        raise InputValidationError("series: expected a dict, for a model fitted with missing=True (windows "
+                                   "take missing values).")
+    return series
+
+
 def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float = 0.01,
-                 default_score: str = "neg-elbo", rtol: float = 1e-3, table: dict | None = None) -> dict:
+                 default_score: str = "neg-elbo", rtol: float = 1e-3, table: dict | None = None,
+                 series: dict | None = None) -> dict:
     """Write ``result`` as a self-contained ONNX model with metadata; return the metadata.
 
     See :func:`build_model` for the parameters; ``path`` is written atomically (an existing file
@@ -136,14 +173,15 @@ def export_model(result: TrainResult, path: str | os.PathLike, *, alpha: float =
     OutputWriteError : the destination cannot be written.
     """
     data, meta = build_model(result, alpha=alpha, default_score=default_score, rtol=rtol, name=str(path),
-                             table=table)
+                             table=table, series=series)
     with atomic_write(path) as f:
         f.write(data)
     return meta
 
 
 def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str = "neg-elbo",
-                rtol: float = 1e-3, name: str = "model", table: dict | None = None) -> tuple[bytes, dict]:
+                rtol: float = 1e-3, name: str = "model", table: dict | None = None,
+                series: dict | None = None) -> tuple[bytes, dict]:
     """The model file's bytes and metadata for ``result``: ONNX graph, parity check, calibration.
 
     Parameters
@@ -159,26 +197,44 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         categorical ones in block order (their category counts must equal the architecture's
         ``categories``); stored as metadata ``"table"``, with ``"feature_names"`` = the features'
         names (both None without a table).
+    series : a metric-series window model's spec (:mod:`vae_anomaly.deploy.series`), a plain-JSON
+        dict stored as metadata ``"series"`` (absent when None); needs a masked model.
 
     The metadata also records ``"n_feature_terms"``, the width of the ``feature_terms`` output:
-    n_numeric + C (n_features for an all-numeric model).
+    n_numeric + C (n_features for an all-numeric model), and for a model fitted with missing
+    values (``Architecture.masked``) ``"missing": "masked"``: its graph takes NaN entries and
+    leaves them out of the likelihood (absent for other models). Such a model's parity check also
+    runs on rows with missing values (:func:`_with_missing_rows`); its calibration scores are the
+    validation rows' as they are, NaN included.
 
     Raises
     ------
     TrainingError : onnxruntime's scores disagree with torch's.
-    InputValidationError : a ``table`` that does not describe the model's columns.
+    InputValidationError : a ``table`` that does not describe the model's columns, a ``series``
+        that is not plain JSON or belongs to a model without missing values.
     """
     alpha = check_alpha(alpha)
     arch = result.graph.vae.arch
     table = check_table(table, arch)
+    series = _check_series(series, arch)
     graph, x_val, c_val = result.graph.eval(), result.x_val, result.c_val
     n_features = x_val.shape[1]
     feeds = {artifact.INPUT_NAME: x_val, **({} if c_val is None else {artifact.CONDITION_NAME: c_val})}
     data = _to_onnx_bytes(graph, {k: v.shape[1] for k, v in feeds.items()}, _OUTPUTS)
 
     step = _rows_per_call(graph)
-    ort_out = _ort_run(data, feeds, _OUTPUTS, step)
-    _check_parity(ort_out, _torch_run(graph, feeds, step), _OUTPUTS, rtol)
+    if arch.masked:  # the parity rows include missing values; the calibration rows are x_val as it is
+        n_val, seed = len(x_val), result.summary["config"]["seed"]
+        ort_all = _ort_run(data, _with_missing_rows(feeds, seed), _OUTPUTS, step)
+        nan_outputs = [name for name, o in zip(_OUTPUTS, ort_all) if np.isnan(o).any()]
+        if nan_outputs:
+            raise TrainingError(f"export: onnxruntime's {nan_outputs} hold NaN for rows with missing values; "
+                                "nothing was written. Please report this as a bug.")
+        _check_parity(ort_all, _torch_run(graph, _with_missing_rows(feeds, seed), step), _OUTPUTS, rtol)
+        ort_out = [o[:n_val] for o in ort_all]
+    else:
+        ort_out = _ort_run(data, feeds, _OUTPUTS, step)
+        _check_parity(ort_out, _torch_run(graph, feeds, step), _OUTPUTS, rtol)
 
     calibration = calibration_entries({s: ort_out[i] for i, s in enumerate(artifact.SCORE_OUTPUTS)}, alpha,
                                       seed=result.summary["config"]["seed"])
@@ -194,6 +250,8 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         "feature_names": None if table is None else [f["name"] for f in table["features"]],
         "table": table,
         "n_feature_terms": int(arch.n_columns),
+        **({"missing": "masked"} if arch.masked else {}),
+        **({"series": series} if series is not None else {}),
         "input_name": artifact.INPUT_NAME,
         "input_shape": result.summary["input_shape"],
         "condition": result.summary["condition"],
