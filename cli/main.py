@@ -159,6 +159,15 @@ def _csv_format(no_header: bool, delimiter: str | None):
     return CsvFormat(header=not no_header, delimiter="\t" if delimiter in ("tab", "\\t") else delimiter)
 
 
+def _parse_window(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"got {value!r}; expected 'auto' or a number of time steps.") from None
+
+
 def _parse_threshold(value: str) -> str | float:
     if value == "auto":
         return value
@@ -213,6 +222,13 @@ def fit(
         help="ID columns, comma-separated: never features; carried into the score output (timestamps, hosts).")] = None,
     categorical: Annotated[Optional[str], typer.Option(
         help="Integer columns to model as categories, comma-separated (text and boolean columns always are).")] = None,
+    window: Annotated[Optional[str], typer.Option(
+        help="A metric series: the model sees W consecutive time steps of the numeric columns and scores "
+             "each timestamp by the window ending there ('auto' = 64).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(
+        help="The series' time column (default: 'timestamp', 'time', or the one date/time column).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="A series' known anomalous points, one 0/1 label per row: left out of the likelihood.")] = None,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -232,7 +248,8 @@ def fit(
                             val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,
                             checkpoint_every=checkpoint_every, resume=resume, progress=progress, exclude=exclude,
                             id_columns=id_columns, categorical=categorical,
-                            csv_format=_csv_format(no_header, delimiter))
+                            csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
+                            time_column=time_column, labels=labels)
         finally:
             bar.stop()
         if not quiet:

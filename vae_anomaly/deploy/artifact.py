@@ -296,6 +296,26 @@ def check_metadata(meta: dict, name: str) -> None:
         if cal.ndim != 1 or cal.size == 0 or np.any(np.diff(cal) < 0):
             raise ModelArtifactError(f"{name}: calibration scores for {s!r} missing or not sorted.")
     _check_columns(meta, name)
+    _check_series(meta, name)
+
+
+def _check_series(meta: dict, name: str) -> None:
+    """Check the optional ``series`` entry of a window model (docs/model-file.md): W >= 2, a time
+    column, a positive step, metrics and ID columns, n_features = W × metrics, a masked graph."""
+    spec = meta.get("series")
+    if spec is None:
+        return
+    where = f"{name}: metadata series"
+    ok = (isinstance(spec, dict) and isinstance(spec.get("window"), int) and spec["window"] >= 2
+          and isinstance(spec.get("time_column"), str) and isinstance(spec.get("step_seconds"), (int, float))
+          and spec["step_seconds"] > 0 and _is_str_list(spec.get("metrics")) and spec["metrics"]
+          and _is_str_list(spec.get("id_columns")) and spec["id_columns"][:1] == [spec["time_column"]])
+    if not ok:
+        raise ModelArtifactError(f"{where} is malformed; expected window >= 2, time_column, step_seconds > 0, "
+                                 "metrics and id_columns (the time column first).")
+    if spec["window"] * len(spec["metrics"]) != meta["n_features"] or meta.get("missing") != "masked":
+        raise ModelArtifactError(f"{where} disagrees with the graph: expected n_features = window × metrics "
+                                 f"({spec['window']} × {len(spec['metrics'])}) and a masked graph.")
 
 
 def _is_str_list(value) -> bool:

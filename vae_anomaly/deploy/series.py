@@ -102,9 +102,15 @@ def infer_step(t: np.ndarray, name: str) -> int:
     return int(np.median(np.diff(t)))
 
 
-def positions(t: np.ndarray, t0: int, step: int) -> np.ndarray:
-    """Each timestamp's step index from ``t0``: round((t − t0) / step) (int64). Gaps leave indices out."""
-    return np.rint((t - t0) / step).astype(np.int64)
+def positions(t: np.ndarray, step: int, previous_t: int | None = None, previous_pos: int = -1) -> np.ndarray:
+    """Each timestamp's step index (int64): the previous index plus max(1, round(difference / step)),
+    so a gap of k missing steps skips k indices. Only differences count, so the indices of a chunk
+    follow from the row before it, wherever the series was cut."""
+    diffs = np.diff(t, prepend=t[0] if previous_t is None else previous_t)
+    inc = np.maximum(1, np.rint(diffs / step)).astype(np.int64)
+    if previous_t is None and inc.size:
+        inc[0] = 1
+    return previous_pos + np.cumsum(inc)
 
 
 def series_spec(arrow_schema, *, window: int, time_column: str | None = None, exclude=None, id_columns=None,
@@ -192,7 +198,7 @@ class Windower:
 
     def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp"):
         self.window, self.step, self.name, self.time_column = int(window), int(step), name, time_column
-        self.t0: int | None = None
+        self.positions = np.empty(0, np.int64)  # the step index of each row of the last chunk
         self.last_t: int | None = None
         self.last_pos = -1
         self.tail: np.ndarray | None = None  # (W − 1, d): the steps before the next chunk
@@ -223,11 +229,8 @@ class Windower:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:
             return np.empty((0, w * d))
-        if self.t0 is None:
-            self.t0 = int(t[0])
-        raw = positions(t, self.t0, self.step) - np.arange(n)
-        raw[0] = max(raw[0], self.last_pos + 1)                 # each row at least one step after the last
-        pos = np.maximum.accumulate(raw) + np.arange(n)         # pos_i = max(round(..), pos_(i-1) + 1)
+        pos = positions(t, self.step, self.last_t, self.last_pos)
+        self.positions = pos
         span = int(pos[-1] - self.last_pos)                   # steps from the last known one to this chunk's end
         full = np.full((w - 1 + span, d), np.nan)
         full[: w - 1] = self.tail
@@ -271,7 +274,7 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"])
     windows = windower.add(t, values)
     w = spec["window"]
-    usable = windows[positions(t, t[0], step) >= w - 1]      # rows with W − 1 steps before them
+    usable = windows[windower.positions >= w - 1]           # rows with W − 1 steps before them
     n_val = max(min_val, int(np.ceil(val_fraction * usable.shape[0])))
     n_train = usable.shape[0] - n_val - (w - 1)
     if n_train < 1:

@@ -18,7 +18,9 @@ import threading
 import numpy as np
 import pandas as pd
 
+from ..deploy import series
 from ..deploy.scorer import Scorer
+from ..deploy.tables import as_table
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()
@@ -76,6 +78,10 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
     model_path : a model file readable by every worker (read here too, for its ID columns).
     columns : score only these columns (default: all).
 
+    A window model (a metric series, :mod:`vae_anomaly.deploy.series`) scores the rows in order,
+    each partition overlapping the previous one by W − 1 rows (``map_overlap``), so each row's window,
+    and its score, equal local scoring's (``ddf`` sorted by time, partitions of at least W − 1 rows).
+
     Returns
     -------
     dask DataFrame with the same index: the model's ID columns that ``ddf`` has (as in ``ddf``),
@@ -88,10 +94,36 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
         missing or non-finite value (column named).
     """
     path = os.fspath(model_path)
-    spec = _scorer(path).table
+    scorer = _scorer(path)
+    if scorer.series is not None:
+        return _score_series(ddf, path, scorer.series)
+    spec = scorer.table
     ids = [c for c in (spec or {}).get("id_columns", []) if c in ddf.columns]
     meta = ddf._meta[ids].copy() if ids else pd.DataFrame(index=ddf._meta.index)
     meta["score"] = pd.Series(dtype=np.float32)
     meta["p_value"] = pd.Series(dtype=np.float64)
     meta["is_anomaly"] = pd.Series(dtype=bool)
     return ddf.map_partitions(_score_partition, path, None if columns is None else list(columns), ids, meta=meta)
+
+
+def _series_partition(df: pd.DataFrame, model_path: str, spec: dict) -> pd.DataFrame:
+    """Scores of a partition of a series, with the W − 1 rows before it prepended by ``map_overlap``
+    (those rows are dropped from the result by Dask)."""
+    scorer = _scorer(model_path)
+    table = as_table(df.reset_index(drop=True), "dask partition")
+    t, values = series.table_values(table, spec, name="dask partition")
+    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name="dask partition",
+                               time_column=spec["time_column"])
+    res = scorer.predict(windower.add(t, values), name="dask partition")
+    out = df[[c for c in spec["id_columns"] if c in df.columns]].copy()
+    out["score"], out["p_value"], out["is_anomaly"] = res.scores, res.p_values, res.is_anomaly
+    return out
+
+
+def _score_series(ddf, path: str, spec: dict):
+    ids = [c for c in spec["id_columns"] if c in ddf.columns]
+    meta = ddf._meta[ids].copy()
+    meta["score"] = pd.Series(dtype=np.float32)
+    meta["p_value"] = pd.Series(dtype=np.float64)
+    meta["is_anomaly"] = pd.Series(dtype=bool)
+    return ddf.map_overlap(_series_partition, spec["window"] - 1, 0, path, spec, meta=meta)

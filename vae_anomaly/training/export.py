@@ -20,6 +20,7 @@ from ..deploy import artifact
 from ..deploy.calibration import calibration_entries, check_alpha
 from ..deploy.io import atomic_write
 from ..deploy.model_file import DEFAULT_CHUNK_ROWS, max_chunk_rows
+from ..deploy.series import slot_names
 from ..errors import InputValidationError, TrainingError
 from .scores import SampleGraph
 from .train import TrainResult
@@ -139,6 +140,15 @@ def check_table(table: dict | None, arch) -> dict | None:
     return table
 
 
+def _feature_names(table: dict | None, series: dict | None) -> list[str] | None:
+    """The per-feature terms' names: a table's features, a window's ``metric@t-k`` slots, or None."""
+    if table is not None:
+        return [f["name"] for f in table["features"]]
+    if series is not None:
+        return slot_names(series["metrics"], series["window"])
+    return None
+
+
 def _check_series(series: dict | None, arch) -> dict | None:
     """``series`` as a plain-JSON copy, for a masked model only (its structure is checked on
     loading, by :func:`vae_anomaly.deploy.artifact.check_metadata`).
@@ -247,7 +257,7 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         "n_features": int(n_features),
         "feature_mean": graph.vae.loc.tolist(),
         "feature_std": graph.vae.scale.tolist(),
-        "feature_names": None if table is None else [f["name"] for f in table["features"]],
+        "feature_names": _feature_names(table, series),
         "table": table,
         "n_feature_terms": int(arch.n_columns),
         **({"missing": "masked"} if arch.masked else {}),

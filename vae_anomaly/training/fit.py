@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..deploy import schema
+from ..deploy import schema, series
 from ..deploy.calibration import check_alpha
 from ..deploy.io import (
     check_output_folder,
@@ -16,7 +16,7 @@ from ..deploy.io import (
     read_matrix,
     read_table_rows,
 )
-from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat
+from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, read_table
 from ..errors import InputValidationError
 from .config import ProgressCallback, TrainConfig, check_config
 
@@ -27,7 +27,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              condition_kind: str = "auto", checkpoint: str | os.PathLike | None = None,
              checkpoint_every: int = 10, resume: str | os.PathLike | None = None,
              progress: ProgressCallback | None = None, exclude=None, id_columns=None, categorical=None,
-             csv_format: CsvFormat = DEFAULT_CSV) -> dict:
+             csv_format: CsvFormat = DEFAULT_CSV, window: int | str | None = None, time_column: str | None = None,
+             labels: str | os.PathLike | None = None) -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
 
     Parameters
@@ -51,6 +52,12 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
         integer columns modelled as categories (text, boolean and dictionary columns always are).
         See :mod:`vae_anomaly.deploy.schema`.
     csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
+    window : a metric series' window W (time steps; "auto" = :data:`~vae_anomaly.deploy.series.DEFAULT_WINDOW`):
+        the table's rows are timestamps and the model sees W consecutive steps of its numeric
+        columns (:mod:`vae_anomaly.deploy.series`); None = rows are independent.
+    time_column : the series' time column (default: ``timestamp``, ``time``, or the one date/time column).
+    labels : a series' known anomalous points, one 0/1 label per row (a file :func:`read_matrix`
+        reads): left out of the likelihood.
 
     Returns
     -------
@@ -71,19 +78,9 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     check_output_folder(output)  # fail before training, not after
     check_alpha(alpha)
     cfg = check_config(config or TrainConfig())
-    spec = None
-    if Path(normal_file).suffix.lower() in TABLE_SUFFIXES:
-        X, spec = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
-                                 categorical=categorical)
-    elif exclude or id_columns or categorical:
-        raise InputValidationError(f"{normal_file}: --exclude, --id-columns and --categorical need a table "
-                                   "(.csv or .parquet) with named columns.")
-    else:
-        X = read_matrix(normal_file)
-    X_val = None
-    if val is not None:
-        X_val = read_table_rows(val, spec, csv_format) if spec is not None and Path(val).suffix.lower() \
-            in TABLE_SUFFIXES else read_matrix(val, csv_format)
+    X, X_val, table, series_spec = _training_rows(
+        normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
+        categorical=categorical, window=window, time_column=time_column, labels=labels)
     C = read_matrix(condition, csv_format) if condition is not None else None
     C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
@@ -92,8 +89,41 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
                    progress=progress, name=str(normal_file), checkpoint=checkpoint if checkpoint is not None else resume,
                    checkpoint_every=checkpoint_every, resume=resume,
-                   categories=() if spec is None else schema.categories(spec))
-    return export_model(result, output, alpha=alpha, table=spec)
+                   categories=() if table is None else schema.categories(table), missing=series_spec is not None)
+    return export_model(result, output, alpha=alpha, table=table, series=series_spec)
+
+
+def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,
+                   window, time_column, labels):
+    """(X, X_val or None, table schema or None, series spec or None) read from the training files."""
+    is_table = Path(normal_file).suffix.lower() in TABLE_SUFFIXES
+    if window is not None:
+        if not is_table or val is not None or categorical:
+            raise InputValidationError(f"{normal_file}: --window needs a table (.csv or .parquet) of timestamps and "
+                                       "numeric metrics, without --val or --categorical (the calibration windows "
+                                       "are the end of the series).")
+        data = read_table(normal_file, csv_format)
+        spec = series.series_spec(data.schema, window=series.DEFAULT_WINDOW if window == "auto" else int(window),
+                                  time_column=time_column, exclude=exclude, id_columns=id_columns,
+                                  name=str(normal_file))
+        y = read_matrix(labels, csv_format) if labels is not None else None
+        X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file))
+        return X, X_val, None, spec
+    if labels is not None or time_column is not None:
+        raise InputValidationError("--labels and --time-column belong to a series fit: add --window.")
+    if is_table:
+        X, table = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
+                                  categorical=categorical)
+    elif exclude or id_columns or categorical:
+        raise InputValidationError(f"{normal_file}: --exclude, --id-columns and --categorical need a table "
+                                   "(.csv or .parquet) with named columns.")
+    else:
+        X, table = read_matrix(normal_file), None
+    X_val = None
+    if val is not None:
+        X_val = read_table_rows(val, table, csv_format) if table is not None and Path(val).suffix.lower() \
+            in TABLE_SUFFIXES else read_matrix(val, csv_format)
+    return X, X_val, table, None
 
 
 def fit_progress_bar(quiet: bool = False, console=None):
