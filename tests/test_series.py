@@ -79,3 +79,72 @@ def test_labelled_points_become_missing_values():
     labels[50] = 1
     train, _, _ = series.fit_windows(table, series.series_spec(table.schema, window=8), val_fraction=0.2, labels=labels)
     assert np.isnan(train).sum() == 8                            # point 50 sits in 8 windows
+
+
+# ---------------------------------------------------------------- a window model, end to end
+
+
+def _frame(n: int, seed: int, spike: int | None = None) -> pd.DataFrame:
+    """A daily-looking sine (48 steps a period) of 5-minute points with noise and a few gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(np.where(rng.random(n) < 0.02, 3, 1))
+    v = np.sin(2 * np.pi * t / 48) + 0.05 * rng.standard_normal(n)
+    if spike is not None:
+        v[spike] += 3.0
+    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(t * 5, unit="min")
+    return pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": v, "host": "web-1"})
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    pytest.importorskip("torch")
+    from vae_anomaly.training.config import TrainConfig
+    from vae_anomaly.training.fit import fit_file
+
+    folder = tmp_path_factory.mktemp("series")
+    _frame(900, 0).to_csv(folder / "train.csv", index=False)
+    _frame(600, 1, spike=400).to_csv(folder / "test.csv", index=False)
+    fit_file(folder / "train.csv", folder / "model.onnx", window=12, id_columns="host",
+             config=TrainConfig(epochs=30, hidden=(32, 32), seed=0, prior_max_rows=0))
+    return folder
+
+
+def run(work, *args):
+    return subprocess.run(CLI + list(args), cwd=work, capture_output=True, text=True)
+
+
+def test_one_row_per_timestamp_carried_and_the_same_for_any_chunks(work):
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda a: run(work, *a), [
+            ("score", "test.csv", "--features", "2"), ("score", "test.csv", "--features", "2", "--chunk-rows", "7"),
+            ("score", "test.csv", "--features", "2", "--chunk-rows", "100")]))
+    assert all(r.returncode == 0 for r in outs), [r.stderr for r in outs]
+    assert outs[0].stdout == outs[1].stdout == outs[2].stdout
+    assert "missing time steps (gaps) were inserted" in outs[0].stderr
+    out = pd.read_csv(io.StringIO(outs[0].stdout))
+    test = pd.read_csv(work / "test.csv")
+    assert list(out.columns[:3]) == ["timestamp", "host", "row"] and len(out) == len(test)
+    assert out["timestamp"].tolist() == test["timestamp"].tolist() and np.isfinite(out["score"]).all()
+    assert set(";".join(out["top_features"]).split(";")) <= {f"value@t-{k}" for k in range(12)}
+    # the spike at row 400 sits in the 12 windows ending at rows 400..411: the highest score is one of them
+    assert 400 <= out["score"].idxmax() < 412
+
+
+def test_unsorted_and_repeated_timestamps_exit_3(work):
+    test = pd.read_csv(work / "test.csv")
+    test.iloc[[0, 1, 3, 2, 4]].to_csv(work / "unsorted.csv", index=False)
+    r = run(work, "score", "unsorted.csv", "-o", "u.csv")
+    assert r.returncode == 3 and "data row 3, is earlier" in r.stderr and not (work / "u.csv").exists()
+
+
+def test_dask_scores_a_series_like_local_scoring(work):
+    dd = pytest.importorskip("dask.dataframe")
+    from vae_anomaly import Scorer
+    from vae_anomaly.integrations.dask import score_dataframe
+
+    test = pd.read_csv(work / "test.csv")
+    local = pd.read_csv(io.StringIO(run(work, "score", "test.csv").stdout))
+    out = score_dataframe(dd.from_pandas(test, npartitions=7), work / "model.onnx").compute(scheduler="synchronous")
+    np.testing.assert_array_equal(out["score"].to_numpy(), local["score"].to_numpy(np.float32))
+    assert out["timestamp"].tolist() == test["timestamp"].tolist()
+    assert Scorer(work / "model.onnx").metadata["series"]["window"] == 12
