@@ -465,6 +465,9 @@ def main() -> None:
                         try:
                             r = fut.result()
                             record(k, f"vae-anomaly W={w}", seed, r["score"], r["flags"], r["info"])
+                            rr = evaluate(series[k], r["score"], r["flags"])
+                            print(f"[{time.perf_counter() - t_start:.0f}s] {k} vae-anomaly W={w} s{seed}: ROC-AUC "
+                                  f"{rr['roc_auc']:.3f} AP {rr['ap']:.3f}  fit {r['info']['fit_s']:.1f}s", flush=True)
                         except Exception as e:  # noqa: BLE001 -- one failure must not end the run
                             per_series[k][f"vae-anomaly W={w}"] = {"error": str(e)}
                             print(f"{k} vae-anomaly W={w}: {e}", flush=True)
