@@ -239,14 +239,35 @@ def fit_vae_windows(ser: dict, w: int, opt: str, seed: int, scores: list[str], t
     return res
 
 
-def fit_product(ser: dict, w: str, seed: int, tmp: Path) -> dict:
-    """The product's --window path on the raw timestamp,value CSV."""
-    tag = f"{re.sub(r'[^A-Za-z0-9]+', '_', ser['key'])}_prod_W{w}_s{seed}"
+def contaminate(train: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The training part with ``share`` of its points (seeded, at random) replaced by spikes of ±6
+    training standard deviations: unlabelled anomalies in the training period. Returns the frame and
+    the 0/1 labels of the replaced points."""
+    rng = np.random.default_rng(1000 + seed)
+    v = train["value"].to_numpy(dtype=float).copy()
+    hit = rng.choice(len(v), size=max(1, int(round(share * len(v)))), replace=False)
+    v[hit] += rng.choice([-6.0, 6.0], size=hit.size) * (v.std() or 1.0)
+    labels = np.zeros(len(v), dtype=np.int8)
+    labels[hit] = 1
+    return train.assign(value=v), labels
+
+
+def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, labelled: bool = False) -> dict:
+    """The product's --window path on the raw timestamp,value CSV; with ``share`` > 0 the training part
+    is contaminated (:func:`contaminate`) and, with ``labelled``, the spikes are given to fit --labels."""
+    tag = f"{re.sub(r'[^A-Za-z0-9]+', '_', ser['key'])}_prod_W{w}_s{seed}_c{share}_{int(labelled)}"
     df = pd.read_csv(DATA / ser["key"])
-    df.iloc[:ser["n_train"]].to_csv(tmp / f"{tag}_train.csv", index=False)
+    train = df.iloc[:ser["n_train"]]
+    extra: list[str] = []
+    if share > 0:
+        train, labels = contaminate(train, share, seed)
+        if labelled:
+            np.save(tmp / f"{tag}_labels.npy", labels)
+            extra = ["--labels", str(tmp / f"{tag}_labels.npy")]
+    train.to_csv(tmp / f"{tag}_train.csv", index=False)
     model, out = tmp / f"{tag}.onnx", tmp / f"{tag}_out.csv"
     t_fit, proc = cli("fit", str(tmp / f"{tag}_train.csv"), "--window", str(w), "-o", str(model),
-                      "--seed", str(seed), "-q")
+                      "--seed", str(seed), "-q", *extra)
     if proc.returncode != 0:
         raise _fail("fit --window", proc)
     t_sc, proc = cli("score", str(DATA / ser["key"]), "-m", str(model), "-o", str(out))
@@ -391,6 +412,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="CLI fits run at a time (default 2)")
     ap.add_argument("--cli-root", type=Path, help="run the CLI from this snapshot of the repository "
                     "instead of the working tree (default: `python -m vae_anomaly.cli.main`, the installed package)")
+    ap.add_argument("--contaminate", type=float, default=0.0,
+                    help="vae-anomaly only: replace this share of the training points by ±6 std spikes, fitted "
+                         "without and with --labels (default 0: clean)")
     ap.add_argument("--png", type=Path, help="write one PNG per series (first seed) into this folder")
     ap.add_argument("--write", nargs="?", const=str(RESULT), default=None,
                     help=f"write the JSON results (default path {RESULT.relative_to(ROOT)})")
@@ -458,19 +482,24 @@ def main() -> None:
                                          "reason": "`vae-anomaly fit --help` has no --window"}
                 print("vae-anomaly: not available (`vae-anomaly fit --help` has no --window)", flush=True)
             else:
-                jobs = [(k, w, seed) for k in keys for w in windows_arg for seed in seeds]
+                variants = [(0.0, False)] if args.contaminate == 0 else [(args.contaminate, False),
+                                                                         (args.contaminate, True)]
+                jobs = [(k, w, seed, v) for k in keys for w in windows_arg for seed in seeds for v in variants]
                 with ThreadPoolExecutor(args.jobs) as pool:
-                    futs = {pool.submit(fit_product, series[k], w, seed, tmp): (k, w, seed) for k, w, seed in jobs}
-                    for fut, (k, w, seed) in futs.items():
+                    futs = {pool.submit(fit_product, series[k], w, seed, tmp, *v): (k, w, seed, v)
+                            for k, w, seed, v in jobs}
+                    for fut, (k, w, seed, (share, labelled)) in futs.items():
+                        name = f"vae-anomaly W={w}" + (f" contaminated {share:g}" + (" labelled" if labelled else "")
+                                                       if share else "")
                         try:
                             r = fut.result()
-                            record(k, f"vae-anomaly W={w}", seed, r["score"], r["flags"], r["info"])
+                            record(k, name, seed, r["score"], r["flags"], r["info"])
                             rr = evaluate(series[k], r["score"], r["flags"])
-                            print(f"[{time.perf_counter() - t_start:.0f}s] {k} vae-anomaly W={w} s{seed}: ROC-AUC "
+                            print(f"[{time.perf_counter() - t_start:.0f}s] {k} {name} s{seed}: ROC-AUC "
                                   f"{rr['roc_auc']:.3f} AP {rr['ap']:.3f}  fit {r['info']['fit_s']:.1f}s", flush=True)
                         except Exception as e:  # noqa: BLE001 -- one failure must not end the run
-                            per_series[k][f"vae-anomaly W={w}"] = {"error": str(e)}
-                            print(f"{k} vae-anomaly W={w}: {e}", flush=True)
+                            per_series[k][name] = {"error": str(e)}
+                            print(f"{k} {name}: {e}", flush=True)
 
         # vae-windows: one fit per (series, W, options, seed), scored with every score kind
         if "vae-windows" in methods:
