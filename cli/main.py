@@ -256,6 +256,10 @@ def fit(
             t = meta["training"]
             _err().print(f"wrote {output}: {t['n_train']} training rows, {t['n_val']} calibration rows, "
                          f"best epoch {t['best_epoch']}/{t['epochs_run']}, {t['seconds']:.1f} s on {t['device']}")
+            if meta.get("series"):
+                sp = meta["series"]
+                _err().print(f"windows of {sp['window']} steps of {sp['step_seconds']:g} s over "
+                             f"{', '.join(sp['metrics'])}; {sp['inserted_steps']} missing steps inserted")
 
 
 class NanPolicy(str, Enum):
