@@ -260,7 +260,8 @@ def _iter_table_matrix(p: Path, chunk_rows: int, fmt: CsvFormat) -> Iterator[np.
     """A CSV or Parquet file of numbers, read by position, as float64 chunks (nulls -> NaN)."""
     if p.suffix.lower() == ".csv":
         names = tables.csv_columns(p, fmt)
-        chunks = tables.iter_table(p, chunk_rows, fmt, column_types={c: _float64() for c in names})
+        float64 = tables.load_pyarrow().float64()
+        chunks = tables.iter_table(p, chunk_rows, fmt, column_types=dict.fromkeys(names, float64))
     else:
         chunks = tables.iter_table(p, chunk_rows)
     for table in chunks:
@@ -269,12 +270,6 @@ def _iter_table_matrix(p: Path, chunk_rows: int, fmt: CsvFormat) -> Iterator[np.
             raise InputValidationError(f"{p}: column names repeat; expected unique names (or --no-header).")
         yield schema.encode(table, positional, name=str(p), allow_missing=True) if table.num_columns \
             else np.empty((table.num_rows, 0))
-
-
-def _float64():
-    import pyarrow as pa
-
-    return pa.float64()
 
 
 def check_output_folder(path: str | os.PathLike) -> Path:

@@ -109,6 +109,19 @@ def _sampler_bytes(vae, rtol: float) -> bytes:
     return data
 
 
+def _plain_json(value, what: str):
+    """A plain-JSON copy of ``value`` (metadata entries must survive json.dumps without NaN).
+
+    Raises
+    ------
+    InputValidationError : ``value`` is not plain JSON.
+    """
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InputValidationError(f"{what}: not a plain-JSON dict ({e}).") from None
+
+
 def check_table(table: dict | None, arch) -> dict | None:
     """``table`` as a plain-JSON copy, checked against the architecture: its numeric features
     number n_numeric, its categorical ones (after them) have the architecture's category counts.
@@ -119,10 +132,7 @@ def check_table(table: dict | None, arch) -> dict | None:
     """
     if table is None:
         return None
-    try:
-        table = json.loads(json.dumps(table, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise InputValidationError(f"table: not a plain-JSON dict ({e}).") from None
+    table = _plain_json(table, "table")
     features = table.get("features") if isinstance(table, dict) else None
     if not isinstance(features, list) or not all(
             isinstance(f, dict) and isinstance(f.get("name"), str) and f.get("kind") in ("numeric", "categorical")
@@ -159,10 +169,7 @@ def _check_series(series: dict | None, arch) -> dict | None:
     """
     if series is None:
         return None
-    try:
-        series = json.loads(json.dumps(series, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise InputValidationError(f"series: not a plain-JSON dict ({e}).") from None
+    series = _plain_json(series, "series")
     if not isinstance(series, dict) or not arch.masked:
         raise InputValidationError("series: expected a dict, for a model fitted with missing=True (windows "
                                    "take missing values).")
