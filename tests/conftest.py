@@ -67,6 +67,23 @@ def rng():
     return np.random.default_rng(0)
 
 
+def _mixed_frame(n: int, seed: int):
+    """A table as users have them: an ID column, numbers, text and a pandas ``category`` column."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    return pd.DataFrame({"host": [f"h{i:03d}" for i in range(n)], "a": a, "b": 2 * a + 0.1 * rng.standard_normal(n),
+                         "proto": pd.Categorical(np.where(a > 0, "tcp", rng.choice(["udp", "icmp"], n))),
+                         "flag": np.where(rng.random(n) < 0.8, "S", "F")})
+
+
+@pytest.fixture(scope="session")
+def mixed_frame():
+    """``mixed_frame(n, seed)``: a seeded mixed-type pandas DataFrame of n rows (host, a, b, proto, flag)."""
+    return _mixed_frame
+
+
 # ---------------------------------------------------------------- models built beside the tests
 
 #: trains and exports the jobs of a JSON file one after another (each written atomically by export_model)

@@ -118,18 +118,7 @@ def test_estimator_in_pipeline_and_saved_as_onnx(tmp_path, cardio):
     np.testing.assert_array_equal(flagged, Scorer(tmp_path / "est.onnx").predict(X_test).is_anomaly)
 
 
-def mixed_frame(n, seed):
-    """A table as users have them: an ID column, numbers, text and a pandas ``category`` column."""
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal(n)
-    return pd.DataFrame({"host": [f"h{i:03d}" for i in range(n)], "a": a, "b": 2 * a + 0.1 * rng.standard_normal(n),
-                         "proto": pd.Categorical(np.where(a > 0, "tcp", rng.choice(["udp", "icmp"], n))),
-                         "flag": np.where(rng.random(n) < 0.8, "S", "F")})
-
-
-def test_estimator_fits_a_dataframe_with_categories_in_a_pipeline(tmp_path):
+def test_estimator_fits_a_dataframe_with_categories_in_a_pipeline(tmp_path, mixed_frame):
     import pandas as pd
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
@@ -169,7 +158,7 @@ def test_estimator_fits_a_dataframe_with_categories_in_a_pipeline(tmp_path):
     np.testing.assert_array_equal(loaded.score_samples(reordered.drop(columns="host")), scores)
 
 
-def test_dask_scores_a_mixed_dataframe_by_name_with_its_ids(tmp_path):
+def test_dask_scores_a_mixed_dataframe_by_name_with_its_ids(tmp_path, mixed_frame):
     dd = pytest.importorskip("dask.dataframe")
     import dask
 

@@ -71,19 +71,8 @@ def server(model_path, tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def mixed_frame(n, seed):
-    """A table as users have them: an ID column, numbers, text and a pandas ``category`` column."""
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    a = rng.standard_normal(n)
-    return pd.DataFrame({"host": [f"h{i:03d}" for i in range(n)], "a": a, "b": 2 * a + 0.1 * rng.standard_normal(n),
-                         "proto": pd.Categorical(np.where(a > 0, "tcp", rng.choice(["udp", "icmp"], n))),
-                         "flag": np.where(rng.random(n) < 0.8, "S", "F")})
-
-
 @pytest.fixture(scope="module")
-def table_server(tmp_path_factory):
+def table_server(tmp_path_factory, mixed_frame):
     """(base URL, served model path, its training frame) of a model fitted on a table with an ID column
     (host), numeric (a, b) and categorical (proto, flag) columns: a tiny fit, served on its own port."""
     pytest.importorskip("torch")
@@ -203,7 +192,7 @@ def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, cardio
     assert "reload" in request(base, "/metrics")[1]
 
 
-def test_records_and_csv_bodies_are_matched_by_name_and_carry_the_ids(table_server):
+def test_records_and_csv_bodies_are_matched_by_name_and_carry_the_ids(table_server, mixed_frame):
     from vae_anomaly import Scorer
     from vae_anomaly.deploy.monitoring import top_features
 
