@@ -79,6 +79,8 @@ import sklearn
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from provenance import git_state  # benchmarks/provenance.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "nab"
 RESULT = ROOT / "benchmarks" / "results" / "nab.json"
@@ -389,13 +391,6 @@ def plot(ser: dict, curves: dict[str, tuple[np.ndarray, np.ndarray | None]], pat
     plt.close(fig)
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -565,9 +560,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({
             "command": " ".join(["python", "benchmarks/nab.py", *sys.argv[1:]]),
-            "commit": _git("rev-parse", "HEAD"),
+            **git_state(ROOT),
             "cli_root": str(CLI_ROOT) if CLI_ROOT else "working tree (python -m vae_anomaly.cli.main)",
-            "worktree_changes": _git("status", "--porcelain", "--untracked-files=no", "--", "cli", "vae_anomaly"),
             "data": str(DATA.relative_to(ROOT.parent)),
             "protocol": "train on the first int(0.15 n) points (windows inside it), score every point, evaluate "
                         "after it; labels = points inside combined_windows; standardized with the training part; "

@@ -53,6 +53,8 @@ import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from provenance import git_state  # benchmarks/provenance.py, beside this script
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,14 +261,6 @@ def markdown(summary: dict[str, dict], n_seeds: int) -> str:
     return "\n".join(lines)
 
 
-def _git(*args: str) -> str | None:
-    """Output of a git command in ROOT, or None outside a git checkout."""
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
@@ -303,8 +297,7 @@ def main() -> None:
         RESULT.parent.mkdir(parents=True, exist_ok=True)
         RESULT.write_text(json.dumps({
             "command": " ".join(["python", "benchmarks/nsl_kdd.py", *sys.argv[1:]]),
-            "commit": _git("rev-parse", "HEAD"),
-            "worktree_changes": _git("status", "--porcelain", "--untracked-files=no", "--", "cli", "vae_anomaly"),
+            **git_state(ROOT),
             "data": str(DATA.relative_to(ROOT.parent)),
             "protocol": "per seed: random half of the normal rows to fit; other normals + all attacks to score; "
                         "baselines on OneHotEncoder(3 categorical) + StandardScaler(38 numeric) fitted on the "
