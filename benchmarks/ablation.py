@@ -1,0 +1,173 @@
+"""Paired ablations of the defaults on every shared dataset × 3 seeds (README, "How the defaults were chosen").
+
+For each (dataset, seed): the benchmark's split (``vae_anomaly.evaluation.benchmark.split``, 50,000-row
+cap), one VAE trained with ``--config`` (JSON of TrainConfig fields over the defaults; the prior never
+changes training, so it is built here), then the test rows' negative ELBO under each score variant
+from the same encoder and decoder, so that the differences between variants are the variants' alone:
+
+* ``L16``, ``L4``, ``L1``: the first L of the 16 fixed noise vectors, N(0, I) prior (closed-form KL);
+* ``mean``: the decoder at the posterior mean (one noise vector of zeros): −log p(x|μ(x)) + KL;
+* ``+prior``: the same with the training rows' aggregate posterior as the latent prior when there are
+  at most 4,096 training rows (Monte Carlo KL on the same samples; N(0, I) above, as the default of
+  the time did).
+
+Writes one JSON line per (dataset, seed): ROC-AUC and average precision of each variant, fit seconds,
+epochs run. Workers: ``--jobs`` processes with one math thread each, as ``vae-anomaly benchmark --jobs``.
+
+    python benchmarks/ablation.py run ../shared/datasets --config '{"target_steps": 2000}' -o a.jsonl
+    python benchmarks/ablation.py compare a.jsonl:L16+prior benchmarks/results/benchmark.json:vae
+    python benchmarks/ablation.py compare a.jsonl:mean a.jsonl:L16
+
+``compare A B`` pairs two variants on the (dataset, seed) pairs they share (a ``benchmark.json``
+record set is read by its method name) and prints the mean ROC-AUC of each, the mean per-dataset
+difference, the datasets that moved by more than 0.002, and the Wilcoxon signed-rank p-value over
+the per-dataset differences (3-seed means), as the defaults rule asks (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+
+PRIOR_MAX_ROWS = 4096
+
+
+def _variants(vae, eps, xs_train):
+    """name -> ScoreGraph, all sharing the trained VAE."""
+    import torch
+
+    from vae_anomaly.training.graph import aggregate_posterior
+    from vae_anomaly.training.scores import ScoreGraph
+
+    prior = aggregate_posterior(vae, xs_train) if xs_train.shape[0] <= PRIOR_MAX_ROWS else None
+    mean = torch.zeros(1, eps.shape[1])
+    out = {}
+    for name, e in (("L16", eps), ("L4", eps[:4]), ("L1", eps[:1]), ("mean", mean)):
+        out[name] = ScoreGraph(vae, e, None).eval()
+        out[name + "+prior"] = ScoreGraph(vae, e, prior).eval()
+    return out
+
+
+def _task(name: str, path: str, seed: int, config: dict, max_rows: int) -> dict:
+    import torch
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from vae_anomaly.evaluation.benchmark import split
+    from vae_anomaly.evaluation.datasets import load_labelled
+    from vae_anomaly.training.data import split_rows
+    from vae_anomaly.training.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    X, y = load_labelled(path)
+    tr, te = split(y, seed, max_rows)
+    cfg = TrainConfig(seed=seed, **{**config, "prior_max_rows": 0})
+    t = time.perf_counter()
+    result = train(X[tr], config=cfg)
+    fit_seconds = time.perf_counter() - t
+    vae, eps = result.graph.vae, result.graph.eps
+    rows, _ = split_rows(len(tr), cfg.val_fraction, cfg.seed)
+    xs = vae.standardize(torch.as_tensor(X[tr][rows], dtype=torch.float32))
+    x_te = torch.as_tensor(X[te], dtype=torch.float32)
+    rec = {"dataset": name, "seed": seed, "config": config, "n_train": int(len(rows)),
+           "fit_seconds": fit_seconds, "epochs": result.summary.get("epochs_run")}
+    with torch.no_grad():
+        for v, graph in _variants(vae, eps, xs).items():
+            s = torch.cat([graph(x_te[i : i + 256])[0] for i in range(0, len(x_te), 256)]).double().numpy()
+            rec[v] = {"roc_auc": float(roc_auc_score(y[te], s)), "average_precision": float(average_precision_score(y[te], s))}
+    return rec
+
+
+def _threads_1() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def run(args) -> None:
+    from vae_anomaly.evaluation.benchmark import find_datasets
+
+    config = json.loads(args.config)
+    wanted = None if args.datasets is None else set(args.datasets.split(","))
+    tasks = [(n, str(p), s, config, args.max_rows) for n, p in find_datasets(args.data)
+             if wanted is None or n in wanted for s in range(args.seeds)]
+    done = set()
+    try:
+        with open(args.out) as f:  # resume: skip the pairs already written
+            done = {(r["dataset"], r["seed"]) for r in map(json.loads, f)}
+    except FileNotFoundError:
+        pass
+    tasks = [t for t in tasks if (t[0], t[2]) not in done]
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_threads_1) as pool, \
+            open(args.out, "a") as out:
+        futures = [pool.submit(_task, *t) for t in tasks]
+        for i, fut in enumerate(as_completed(futures), 1):
+            rec = fut.result()
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+            print(f"[{i}/{len(tasks)}] {rec['dataset']} seed {rec['seed']}: fit {rec['fit_seconds']:.1f} s, "
+                  + " ".join(f"{k} {v['roc_auc']:.4f}" for k, v in rec.items() if isinstance(v, dict) and "roc_auc" in v),
+                  file=sys.stderr, flush=True)
+
+
+def _load(spec: str) -> dict:
+    """'FILE:VARIANT' -> {(dataset, seed): (roc_auc, fit_seconds)}."""
+    path, _, variant = spec.rpartition(":")
+    if path.endswith(".json"):
+        recs = json.load(open(path))["results"]
+        return {(r["dataset"], r["seed"]): (r["roc_auc"], r.get("fit_seconds", np.nan))
+                for r in recs if r["method"] == variant}
+    with open(path) as f:
+        return {(r["dataset"], r["seed"]): (r[variant]["roc_auc"], r["fit_seconds"]) for r in map(json.loads, f)}
+
+
+def compare(args) -> None:
+    from scipy.stats import wilcoxon
+
+    a, b = _load(args.a), _load(args.b)
+    keys = sorted(set(a) & set(b))
+    datasets = sorted({k[0] for k in keys})
+    diff = {d: np.mean([a[k][0] - b[k][0] for k in keys if k[0] == d]) for d in datasets}
+    da = np.array([diff[d] for d in datasets])
+    ma = np.mean([a[k][0] for k in keys])
+    mb = np.mean([b[k][0] for k in keys])
+    fa, fb = np.nanmean([a[k][1] for k in keys]), np.nanmean([b[k][1] for k in keys])
+    p = wilcoxon(da).pvalue if np.any(da != 0) else 1.0
+    up = sorted((d for d in datasets if diff[d] > 0.002), key=lambda d: -diff[d])
+    down = sorted((d for d in datasets if diff[d] < -0.002), key=lambda d: diff[d])
+    print(f"{len(keys)} (dataset, seed) pairs over {len(datasets)} datasets")
+    print(f"A {args.a}: mean ROC-AUC {ma:.4f}, mean fit {fa:.1f} s")
+    print(f"B {args.b}: mean ROC-AUC {mb:.4f}, mean fit {fb:.1f} s")
+    print(f"A - B: {ma - mb:+.4f} per pair, {da.mean():+.4f} per dataset; Wilcoxon p = {p:.3f}; "
+          f"{len(up)} datasets up, {len(down)} down by more than 0.002")
+    print("  up:   " + ", ".join(f"{d} {diff[d]:+.4f}" for d in up))
+    print("  down: " + ", ".join(f"{d} {diff[d]:+.4f}" for d in down))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("data", nargs="+")
+    r.add_argument("--config", default="{}", help="JSON of TrainConfig fields")
+    r.add_argument("--datasets", default=None)
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--max-rows", type=int, default=50_000)
+    r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("-o", "--out", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("a")
+    c.add_argument("b")
+    args = ap.parse_args()
+    run(args) if args.cmd == "run" else compare(args)
+
+
+if __name__ == "__main__":
+    main()
