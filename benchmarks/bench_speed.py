@@ -1,40 +1,62 @@
-"""Speed and memory, side by side with PyOD's VAE and with the hardware's GEMM rate, in one run.
+"""What the defaults cost: `vae-anomaly fit` and `score` run end to end as a user runs them, beside
+PyOD's VAE, IsolationForest and KNN measured in the same run on the same data.
 
-Data: random float32 rows, 50,000 x 64 (the shape of issue 6's reference figures). Prints:
-1. scoring rows/s: our ONNX Scorer, the same graph in eager torch, PyOD's VAE decision_function,
-   and the CLI end to end (read .npy, score, write .csv);
-2. achieved GFLOP/s of the Scorer against a numpy matmul chain with the model's own layer shapes
-   and latent samples;
-3. training seconds per epoch, ours vs PyOD's VAE with the same layer sizes;
-4. peak RSS of `vae-anomaly score` on a file 10x the chunk budget and on a --big-gb file, beside
-   np.load of the same file;
-5. GPU training seconds per epoch when CUDA is present (batch 128 / 4096, float32 / bf16 autocast,
-   torch.compile).
+Two cases. Ours: `vae-anomaly fit normals.npy -o model.onnx --seed 0` (no other option: the
+defaults) and `vae-anomaly score big.npy -m model.onnx -o out.csv`, each a subprocess timed from
+process start to output written, the best of --repeat runs.
+1. cardio: fit on the 1,655 normal rows x 21 features of --data (6_cardio.npz); score --rows rows
+   resampled with replacement (seeded) from all its rows;
+2. random: fit on --fit-rows x 64 standard-normal float32 rows; score --rows new ones.
+Peers, in process on the same arrays (no process start, no file I/O: ours is the harder
+measurement), also the best of --repeat: PyOD's VAE with its own defaults (on the device our fit
+used), IsolationForest and KNN (distance to the 5th neighbour, = PyOD's KNN() defaults) as the
+project's benchmark runs them (vae_anomaly.evaluation.benchmark.Baseline: scikit-learn defaults on
+inputs standardized on the fit rows). KNN scores the first 20,000 scored rows only, its rows/s
+scaled from those.
 
-    python benchmarks/bench_speed.py [--rows 50000] [--big-gb 1.0] [--skip-pyod] [--hidden 128,128]
+Prints markdown tables:
+1. fit seconds: ours (CLI) and PyOD's VAE with the ratio, IsolationForest, KNN; each default
+   model's shape (layers, latent size, latent samples, prior, epochs) and PyOD's defaults;
+2. scoring rows/s: ours (CLI, and the in-process Scorer), PyOD's VAE with the ratio to ours (CLI),
+   IsolationForest, KNN;
+3. GFLOP/s of the Scorer against a numpy matmul chain with the default model's own shapes (encoder
+   once, decoder once at the posterior mean, and a mixture prior's two float64 products when it has one):
+   "Scorer at X% of the numpy chain";
+4. peak RSS (VmHWM) and rows/s of `vae-anomaly score` on a --big-gb GB .npy with the random case's
+   model, beside np.load of the same file;
+5. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
+   float32 / bf16 autocast, torch.compile).
+--json PATH also writes every figure, the command and the git state (benchmarks/provenance.py).
 
---hidden sets the layer widths of every model in the run (ours and PyOD's); default: our default
-architecture (three layers of 256). Issue 6's reference figures were taken at 128,128, the
-default of that time for 64 features.
+    python benchmarks/bench_speed.py [--rows 200000] [--fit-rows 20000] [--big-gb 1.0] [--repeat 3]
+        [--data ../shared/datasets/6_cardio.npz] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import git_state  # benchmarks/provenance.py, beside this script
+from pyod.models.vae import VAE as PyodVAE
 
 from vae_anomaly import Scorer
-from vae_anomaly.training.export import export_model
-from vae_anomaly.training.train import TrainConfig, train
+from vae_anomaly.deploy.model_file import max_chunk_rows
+from vae_anomaly.evaluation.benchmark import Baseline
+from vae_anomaly.evaluation.datasets import load_labelled
 
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
+KNN_ROWS = 20_000  # rows KNN scores (against every fit row); its rows/s is scaled from these
 # VmHWM (peak resident set of this process image); ru_maxrss would carry the parent's peak over exec
 _HWM = "print(int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) // 1024, file=sys.stderr)"
 RSS_CHILD = ("import sys; from vae_anomaly.cli.main import main; sys.argv = ['vae-anomaly'] + sys.argv[1:]\n"
@@ -42,29 +64,44 @@ RSS_CHILD = ("import sys; from vae_anomaly.cli.main import main; sys.argv = ['va
 LOAD_CHILD = "import sys, numpy as np; a = np.load(sys.argv[1]); a.sum()\n" + _HWM
 
 
-def rate(fn, n_rows: int, repeat: int = 3) -> float:
-    """Best rows/s over a few runs (this shared 2-core machine's timings vary by up to 30%)."""
+def best_seconds(fn, repeat: int = 3) -> float:
+    """Fewest seconds of a few runs of fn() (this shared 2-core machine's timings vary by up to 30%)."""
     best = np.inf
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t)
-    return n_rows / best
+    return best
 
 
-def flops_per_row(d: int, k: int, hidden: tuple[int, ...], n_samples: int) -> float:
-    """Multiply-adds x 2 of the encoder once and the decoder once per latent sample."""
-    enc = [d, *hidden, 2 * k]
-    dec = [k, *reversed(hidden), d]
-    mults = lambda sizes: sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # noqa: E731
-    return 2.0 * (mults(enc) + n_samples * mults(dec))
+def rate(fn, n_rows: int, repeat: int = 3) -> float:
+    """Best rows/s of fn() over n_rows rows."""
+    return n_rows / best_seconds(fn, repeat)
 
 
-def numpy_chain(X: np.ndarray, d: int, k: int, hidden: tuple[int, ...], n_samples: int, chunk: int = 4096):
-    """The same layer shapes as plain numpy matmuls (+ ReLU), the GEMM rate of this machine."""
+def cli(*args) -> None:
+    """Run `vae-anomaly ARGS` as a user does (a new process); its error output on failure."""
+    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"vae-anomaly {' '.join(map(str, args))}: exit {r.returncode}\n{r.stderr}")
+
+
+def flops_per_row(d: int, k: int, hidden: tuple[int, ...], n_samples: int, components: int = 0) -> float:
+    """Multiply-adds x 2 of the encoder once, the decoder once per decoded latent point (1 for the
+    default score), and, for a mixture prior of ``components`` Gaussians, its two (k, M) products per point."""
+    enc = sum(a * b for a, b in pairwise([d, *hidden, 2 * k]))
+    dec = sum(a * b for a, b in pairwise([k, *reversed(hidden), d]))
+    return 2.0 * (enc + n_samples * (dec + 2 * k * components))
+
+
+def numpy_chain(X: np.ndarray, d: int, k: int, hidden: tuple[int, ...], n_samples: int, components: int = 0,
+                chunk: int = 4096):
+    """The same matrix products as plain numpy matmuls (+ ReLU), the GEMM rate of this machine: the
+    layers in float32, a mixture prior's z @ (k, M) and z² @ (k, M) in float64 as the graph does."""
     rng = np.random.default_rng(0)
-    enc = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip([d, *hidden], [*hidden, 2 * k])]
-    dec = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip([k, *reversed(hidden)], [*reversed(hidden), d])]
+    enc = [rng.standard_normal(ab, dtype=np.float32) for ab in pairwise([d, *hidden, 2 * k])]
+    dec = [rng.standard_normal(ab, dtype=np.float32) for ab in pairwise([k, *reversed(hidden), d])]
+    prior = [rng.standard_normal((k, components)) for _ in range(2 if components else 0)]
 
     def run():
         for s in range(0, len(X), chunk):
@@ -72,6 +109,9 @@ def numpy_chain(X: np.ndarray, d: int, k: int, hidden: tuple[int, ...], n_sample
             for w in enc:
                 h = np.maximum(h @ w, 0)
             z = np.repeat(h[:, :k], n_samples, axis=0)
+            if prior:
+                z64 = z.astype(np.float64)
+                z64 @ prior[0] - 0.5 * ((z64 * z64) @ prior[1])  # the prior's terms, (rows L, M)
             for w in dec:
                 z = np.maximum(z @ w, 0)
     return run
@@ -82,94 +122,154 @@ def peak_rss_mb(args: list[str], code: str = RSS_CHILD) -> int:
     return int(r.stderr.strip().splitlines()[-1])
 
 
+def model_shape(scorer: Scorer) -> dict:
+    """The default model's shape, from its metadata (the training summary)."""
+    t = scorer.metadata["training"]
+    return {"hidden": tuple(t["architecture"]["hidden"]), "latent_dim": t["architecture"]["latent_dim"],
+            "n_samples": t["config"]["n_samples"], "prior_components": t["latent_prior"].get("components", 0),
+            "epochs_run": t["epochs_run"], "max_epochs": t["max_epochs"], "train_seconds": t["seconds"],
+            "device": t["device"], "precision": t["precision"]}
+
+
+def run_case(X_fit: np.ndarray, X_score: np.ndarray, folder: Path, repeat: int) -> dict:
+    """Every figure of one case: ours through the CLI and the Scorer, the numpy chain, the peers."""
+    folder.mkdir()
+    n, d = X_score.shape
+    np.save(folder / "normals.npy", X_fit)
+    np.save(folder / "big.npy", X_score)
+    model = folder / "model.onnx"
+    r = {"fit_rows": len(X_fit), "score_rows": n, "features": d}
+    r["ours_fit_cli_s"] = best_seconds(lambda: cli("fit", folder / "normals.npy", "-o", model, "--seed", 0), repeat)
+    r["ours_score_cli_rps"] = rate(lambda: cli("score", folder / "big.npy", "-m", model, "-o", folder / "out.csv"),
+                                   n, repeat)
+    scorer = Scorer(model)
+    r["model"] = shape = model_shape(scorer)
+    r["ours_scorer_rps"] = rate(lambda: scorer.score_samples(X_score), n, repeat)
+    # the default score (negative ELBO) decodes one latent point, the posterior mean (the IWAE's
+    # samples are pruned from its session)
+    k, hidden, L, M = shape["latent_dim"], shape["hidden"], 1, shape["prior_components"]
+    r["mflop_per_row"] = flops_per_row(d, k, hidden, L, M) / 1e6
+    # the best of a few chunk sizes whose (rows L, M) float64 prior terms fit in 128 MB, and the Scorer's own
+    cap = max_chunk_rows(M, L)
+    chunks = sorted({c for c in (256, 1024, 4096) if c * L * M <= 2**24} | ({cap} if cap else set()))
+    r["numpy_chain_rps"] = max(rate(numpy_chain(X_score, d, k, hidden, L, M, chunk=c), n, repeat) for c in chunks)
+
+    peer = PyodVAE(random_state=0, device=shape["device"], verbose=0)
+    r["pyod_vae_fit_s"] = best_seconds(lambda: peer.fit(X_fit), repeat)  # each fit builds a fresh network
+    r["pyod_vae"] = {"epochs": peer.epoch_num, "batch_size": peer.batch_size, "encoder": list(peer.encoder_neuron_list),
+                     "latent_dim": peer.latent_dim, "device": str(peer.device)}
+    r["pyod_vae_score_rps"] = rate(lambda: peer.decision_function(X_score), n, repeat)
+    for method in ("iforest", "knn"):
+        base = Baseline(method, 0)
+        r[f"{method}_fit_s"] = best_seconds(lambda: base.fit(X_fit), repeat)
+        rows = X_score[:KNN_ROWS] if method == "knn" else X_score
+        r[f"{method}_score_rps"] = rate(lambda: base.score(rows), len(rows), repeat)
+    r["knn_scored_rows"] = min(n, KNN_ROWS)
+    return r
+
+
+def rss_rows(model: Path, folder: Path, big_gb: float, d: int) -> dict:
+    """Peak RSS and rows/s of `vae-anomaly score` on a big_gb GB .npy, and the peak RSS of np.load of it."""
+    chunk = 65536
+    rows = int(big_gb * 1024**3 / (4 * d))
+    path = folder / "huge.npy"
+    with open(path, "wb") as f:  # written in pieces: this script stays small too
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (rows, d)})
+        rng = np.random.default_rng(2)
+        for s in range(0, rows, chunk):
+            f.write(rng.standard_normal((min(chunk, rows - s), d), dtype=np.float32).tobytes())
+    t = time.perf_counter()
+    rss = peak_rss_mb(["score", str(path), "-m", str(model), "-o", str(folder / "huge.csv")])
+    seconds = time.perf_counter() - t
+    with open(folder / "huge.csv") as f:
+        assert sum(1 for _ in f) == rows + 1, "one output row per input row, and a header"
+    return {"rows": rows, "file_mb": path.stat().st_size / 2**20, "score_peak_rss_mb": rss,
+            "score_rps": rows / seconds, "np_load_peak_rss_mb": peak_rss_mb([str(path)], LOAD_CHILD)}
+
+
+def cuda_rows(X: np.ndarray) -> list[dict]:
+    """Training seconds per epoch on CUDA (3 epochs, default model) per batch size, precision, compile."""
+    from vae_anomaly.training.train import TrainConfig, train
+
+    out = []
+    for batch, precision, compiled in ((128, "fp32", False), (128, "bf16", False), (4096, "fp32", False),
+                                       (4096, "bf16", False), (4096, "bf16", True)):
+        gpu = train(X, config=TrainConfig(epochs=3, seed=0, device="cuda", patience=100, batch_size=batch,
+                                          precision=precision, compile=compiled))
+        out.append({"gpu": torch.cuda.get_device_name(), "batch_size": batch, "precision": precision,
+                    "compile": compiled, "s_per_epoch": gpu.summary["seconds"] / gpu.summary["epochs_run"]})
+    return out
+
+
+def print_tables(cases: dict, rss: dict, cuda: list[dict]) -> None:
+    print("\nOurs: the CLI end to end (process start, read .npy, write model / CSV). Peers: in process "
+          "(no process start, no file I/O).")
+    for name, c in cases.items():
+        m, p = c["model"], c["pyod_vae"]
+        prior = f"aggregate posterior of {m['prior_components']:,} rows" if m["prior_components"] else "N(0, I)"
+        print(f"- {name}: our default model hidden {m['hidden']}, latent {m['latent_dim']}, negative ELBO at the "
+              f"posterior mean ({m['n_samples']} latent samples for the IWAE only), prior {prior}, {m['epochs_run']} of at most {m['max_epochs']} epochs, {m['device']} "
+              f"{m['precision']}; PyOD VAE defaults: {p['epochs']} epochs, batch {p['batch_size']}, encoder "
+              f"{p['encoder']}, latent {p['latent_dim']}, {p['device']}")
+    print("\n| case | fit rows x features | ours fit (CLI) s | PyOD VAE fit s | ours / PyOD | "
+          "IsolationForest fit s | KNN fit s |\n|---|---|---:|---:|---:|---:|---:|")
+    for name, c in cases.items():
+        print(f"| {name} | {c['fit_rows']:,} x {c['features']} | {c['ours_fit_cli_s']:.1f} | {c['pyod_vae_fit_s']:.1f} "
+              f"| {c['ours_fit_cli_s'] / c['pyod_vae_fit_s']:.2f} | {c['iforest_fit_s']:.3f} | {c['knn_fit_s']:.3f} |")
+    print("\n| case | scored rows | ours score (CLI) rows/s | ours Scorer rows/s | PyOD VAE score rows/s | "
+          "ours (CLI) / PyOD | IsolationForest score rows/s | KNN score rows/s |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, c in cases.items():
+        print(f"| {name} | {c['score_rows']:,} | {c['ours_score_cli_rps']:,.0f} | {c['ours_scorer_rps']:,.0f} | "
+              f"{c['pyod_vae_score_rps']:,.0f} | {c['ours_score_cli_rps'] / c['pyod_vae_score_rps']:.2f} | "
+              f"{c['iforest_score_rps']:,.0f} | {c['knn_score_rps']:,.0f} (first {c['knn_scored_rows']:,} rows) |")
+    print("\n| case | MFLOP / row | ours Scorer GFLOP/s | numpy chain rows/s | numpy chain GFLOP/s | Scorer at % of the chain |"
+          "\n|---|---:|---:|---:|---:|---:|")
+    for name, c in cases.items():
+        f = c["mflop_per_row"] / 1e3
+        print(f"| {name} | {c['mflop_per_row']:.2f} | {c['ours_scorer_rps'] * f:.1f} | {c['numpy_chain_rps']:,.0f} | "
+              f"{c['numpy_chain_rps'] * f:.1f} | {100 * c['ours_scorer_rps'] / c['numpy_chain_rps']:.0f}% |")
+    print(f"\n| peak RSS, random case's model | file MB | peak RSS MB | rows/s |\n|---|---:|---:|---:|\n"
+          f"| vae-anomaly score ({rss['rows']:,} rows, to CSV) | {rss['file_mb']:,.0f} | {rss['score_peak_rss_mb']:,} | "
+          f"{rss['score_rps']:,.0f} |\n"
+          f"| np.load of the same file (peer) | {rss['file_mb']:,.0f} | {rss['np_load_peak_rss_mb']:,} | |")
+    if cuda:
+        print("\n| training, random case (3 epochs, in process) | s / epoch |\n|---|---:|")
+        for g in cuda:
+            print(f"| {g['gpu']}, batch {g['batch_size']}, {g['precision']}{', torch.compile' if g['compile'] else ''} "
+                  f"(incl. compile) | {g['s_per_epoch']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=50_000)
-    ap.add_argument("--features", type=int, default=64)
-    ap.add_argument("--big-gb", type=float, default=1.0)
-    ap.add_argument("--skip-pyod", action="store_true")
-    ap.add_argument("--hidden", default=None, help="comma-separated layer widths, e.g. 128,128")
+    ap.add_argument("--rows", type=int, default=200_000, help="rows scored in each case")
+    ap.add_argument("--fit-rows", type=int, default=20_000, help="fit rows of the random case")
+    ap.add_argument("--big-gb", type=float, default=1.0, help="size of the peak-RSS file")
+    ap.add_argument("--repeat", type=int, default=3, help="each time is the best of this many runs")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "6_cardio.npz",
+                    help="the small real table (.npz with X and y; fit on its y == 0 rows)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    n, d = args.rows, args.features
-    X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
-    tmp = Path(tempfile.mkdtemp())
-    hidden = None if args.hidden is None else tuple(int(w) for w in args.hidden.split(","))
-    cfg = TrainConfig(epochs=3, seed=0, device="cpu", patience=100, hidden=hidden)
-    result = train(X, config=cfg)
-    export_model(result, tmp / "model.onnx")
-    arch = result.graph.vae.arch  # the layers train chose: one source for every peer below
-    ours_epoch = result.summary["seconds"] / result.summary["epochs_run"]
-    scorer = Scorer(tmp / "model.onnx")
-    L = result.graph.eps.shape[0]
-    print(f"data {n} x {d} float32; model: hidden {arch.hidden}, latent {arch.latent_dim}, {L} latent samples; "
-          f"torch threads {torch.get_num_threads()}")
-
-    onnx_rps = rate(lambda: scorer.score_samples(X), n)
-    with torch.no_grad():
-        xt = torch.as_tensor(X)
-        eager_rps = rate(lambda: [result.graph(xt[s : s + 4096]) for s in range(0, n, 4096)], n)
-    np.save(tmp / "x.npy", X)
-    cli = [sys.executable, "-m", "vae_anomaly.cli.main", "score", str(tmp / "x.npy"), "-m", str(tmp / "model.onnx"),
-           "-o", str(tmp / "out.csv")]
-    cli_rps = rate(lambda: subprocess.run(cli, check=True), n)
-    fpr = flops_per_row(d, arch.latent_dim, arch.hidden, L)
-    chain_rps = max(rate(numpy_chain(X, d, arch.latent_dim, arch.hidden, L, chunk=c), n) for c in (256, 1024, 4096))
-
-    pyod_rps = pyod_epoch = None
-    if not args.skip_pyod:
-        from pyod.models.vae import VAE as PyodVAE
-
-        peer = PyodVAE(encoder_neuron_list=list(arch.hidden), decoder_neuron_list=list(arch.hidden),
-                       latent_dim=arch.latent_dim, epoch_num=1, verbose=0, random_state=0, device="cpu")
-        t = time.perf_counter()
-        peer.fit(X)
-        pyod_epoch = time.perf_counter() - t
-        pyod_rps = rate(lambda: peer.decision_function(X), n)
-
-    print("\n| scoring | rows/s | GFLOP/s (model FLOPs) |\n|---|---:|---:|")
-    print(f"| ours, ONNX Scorer ({L} samples) | {onnx_rps:,.0f} | {onnx_rps * fpr / 1e9:.1f} |")
-    print(f"| ours, same graph in eager torch | {eager_rps:,.0f} | {eager_rps * fpr / 1e9:.1f} |")
-    print(f"| ours, CLI end to end (read .npy, write .csv, process start) | {cli_rps:,.0f} | |")
-    print(f"| numpy matmul chain, same layer shapes (best of chunks 256/1024/4096) | {chain_rps:,.0f} | "
-          f"{chain_rps * fpr / 1e9:.1f} |")
-    if pyod_rps:
-        print(f"| PyOD VAE decision_function (1 sample) | {pyod_rps:,.0f} | |")
-    print(f"\nScorer at {100 * onnx_rps / chain_rps:.0f}% of the numpy chain's GFLOP/s "
-          f"({fpr / 1e6:.2f} MFLOP per row).")
-    print("\n| training | s / epoch |\n|---|---:|")
-    print(f"| ours (CPU, batch {cfg.batch_size}, incl. validation pass) | {ours_epoch:.2f} |")
-    if pyod_epoch:
-        print(f"| PyOD VAE (CPU, batch 32, same layers) | {pyod_epoch:.2f} |")
-        print(f"\nTraining speed-up over PyOD: {pyod_epoch / ours_epoch:.1f}x.")
-    if torch.cuda.is_available():
-        for batch, precision, compiled in ((128, "fp32", False), (128, "bf16", False), (4096, "fp32", False),
-                                           (4096, "bf16", False), (4096, "bf16", True)):
-            gpu = train(X, config=TrainConfig(epochs=3, seed=0, device="cuda", patience=100, batch_size=batch,
-                                              precision=precision, compile=compiled, hidden=hidden))
-            print(f"| ours ({torch.cuda.get_device_name()}, batch {batch}, {precision}"
-                  f"{', torch.compile' if compiled else ''}; incl. compile) | "
-                  f"{gpu.summary['seconds'] / gpu.summary['epochs_run']:.2f} |")
-
-    chunk = 65536
-    small_rows = 10 * chunk
-    np.save(tmp / "small.npy", np.random.default_rng(1).standard_normal((small_rows, d), dtype=np.float32))
-    big_rows = int(args.big_gb * 1024**3 / (4 * d))
-    with open(tmp / "big.npy", "wb") as f:  # written in pieces: this script stays small too
-        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (big_rows, d)})
-        rng = np.random.default_rng(2)
-        for s in range(0, big_rows, chunk):
-            f.write(rng.standard_normal((min(chunk, big_rows - s), d), dtype=np.float32).tobytes())
-    print("\n| peak RSS | file | MB | CLI rows/s |\n|---|---:|---:|---:|")
-    for name, rows in (("small.npy", small_rows), ("big.npy", big_rows)):
-        size = (tmp / name).stat().st_size / 2**20
-        t = time.perf_counter()
-        rss = peak_rss_mb(["score", str(tmp / name), "-m", str(tmp / "model.onnx"), "-o", str(tmp / "o.npy")])
-        seconds = time.perf_counter() - t
-        out = np.load(tmp / "o.npy", mmap_mode="r")
-        assert out.shape == (rows,), out.shape
-        print(f"| vae-anomaly score ({rows:,} rows, chunk {chunk:,}) | {size:,.0f} MB | {rss:,} | {rows / seconds:,.0f} |")
-        print(f"| np.load of the same file (peer) | {size:,.0f} MB | {peak_rss_mb([str(tmp / name)], LOAD_CHILD):,} | |")
+    X, y = load_labelled(args.data)
+    X = X.astype(np.float32)
+    d = 64
+    rng = np.random.default_rng(0)
+    data = {args.data.stem: (X[y == 0], X[rng.integers(0, len(X), args.rows)]),
+            "random": (rng.standard_normal((args.fit_rows, d), dtype=np.float32),
+                       rng.standard_normal((args.rows, d), dtype=np.float32))}
+    print(f"{torch.get_num_threads()} torch threads; each figure the best of {args.repeat} runs")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        cases = {name: run_case(X_fit, X_score, tmp / name, args.repeat) for name, (X_fit, X_score) in data.items()}
+        rss = rss_rows(tmp / "random" / "model.onnx", tmp, args.big_gb, d)
+    cuda = cuda_rows(data["random"][0]) if torch.cuda.is_available() else []
+    print_tables(cases, rss, cuda)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_speed.py", *sys.argv[1:]]),
+                                         **git_state(ROOT), "torch_threads": torch.get_num_threads(),
+                                         "repeat": args.repeat, "knn_rows": KNN_ROWS, "cases": cases, "peak_rss": rss,
+                                         "cuda_training": cuda}, indent=1))
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def test_checkpoint_resume_keeps_categories(tmp_path):
 
     num, cats = synthetic(80, 6)
     x = encode(num, cats)
-    cfg = TrainConfig(epochs=2, seed=0, hidden=(8,), device="cpu", n_samples=4, val_samples=2)
+    cfg = TrainConfig(epochs=2, seed=0, hidden=(8,), device="cpu", n_samples=4)
     ck = tmp_path / "ck.pt"
     full = train(x, categories=CATEGORIES, config=TrainConfig(**{**cfg.__dict__, "epochs": 4}))
     train(x, categories=CATEGORIES, config=cfg, checkpoint=ck, checkpoint_every=2)

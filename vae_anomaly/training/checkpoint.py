@@ -63,7 +63,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def resumed_config(state: dict, cfg: TrainConfig) -> TrainConfig:
     """The checkpoint's settings, with ``cfg.device`` and (when not None) ``cfg.epochs`` taking over."""
     saved = json.loads(state["config"])
-    saved.setdefault("val_samples", saved["n_samples"])  # older checkpoints validated on all L samples
+    saved.pop("val_samples", None)  # older checkpoints: the criterion now decodes the posterior mean
     return TrainConfig(**{**saved, "device": cfg.device, **({"epochs": cfg.epochs} if cfg.epochs is not None else {})})
 
 

@@ -45,11 +45,9 @@ class TrainConfig:
     patience : epochs without a better validation loss before stopping; None = auto (a quarter of
         the epochs, at least 10).
     val_fraction : share of the rows held out for early stopping and calibration.
-    n_samples : L, latent samples per row in the scores.
-    val_samples : latent samples per validation row in the early-stopping criterion: the first
-        ``val_samples`` of the L fixed noise vectors of the scores (at most L). Validation runs
-        every epoch; 4 of 16 samples cut its cost, the decoder over n_val·L rows, by 4x (benchmarks/README.md,
-        "How the defaults were chosen").
+    n_samples : L, the fixed latent samples of the IWAE estimate. The other scores (negative ELBO,
+        reconstruction probability, per-feature terms) and the early-stopping criterion decode the
+        posterior mean alone (benchmarks/README.md, "How the defaults were chosen").
     seed : seeds the split, the initialization, the batches and the score noise.
     device : "auto" (CUDA when available), "cpu" or "cuda".
     min_variance : floor of the decoder variance σ_x² on the standardized scale.
@@ -84,7 +82,6 @@ class TrainConfig:
     patience: int | None = None
     val_fraction: float = 0.2
     n_samples: int = 16
-    val_samples: int = 4
     seed: int = 0
     device: str = "auto"
     min_variance: float = 0.01
@@ -121,9 +118,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise bad("free-bits", cfg.free_bits, "a number of nats >= 0, e.g. 0.1")
     if cfg.prior_max_rows < 0:
         raise bad("prior-max-rows", cfg.prior_max_rows, "an integer >= 0 (0 = the N(0, I) prior), e.g. 4096")
-    if not 1 <= cfg.val_samples <= cfg.n_samples:
-        raise InputValidationError(f"val_samples: got {cfg.val_samples} with n_samples {cfg.n_samples}; "
-                                   "expected 1 <= val_samples <= n_samples, e.g. 4 of 16.")
+    if int(cfg.n_samples) != cfg.n_samples or cfg.n_samples < 1:
+        raise InputValidationError(f"n_samples: got {cfg.n_samples!r}; expected an integer >= 1, e.g. 16.")
     for flag, value, choices in (("device", cfg.device, ("auto", "cpu", "cuda")),
                                  ("precision", cfg.precision, ("auto", "fp32", "bf16")),
                                  ("arch", cfg.arch, ("auto", "mlp", "conv")),

@@ -3,8 +3,7 @@ checkpoints every few epochs, resume from one.
 
 The data live on the device as one tensor sliced per batch (no DataLoader); the training loss is
 summed on the device, with no host sync per step. The best state by the validation criterion
-(the first ``val_samples`` of the fixed noise vectors of the exported graph, under the training
-prior N(0, I)) is loaded back into the model at the end.
+(the exported graph's negative ELBO, under the training prior N(0, I)) is loaded back into the model at the end.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ def mean_neg_elbo(graph: ScoreGraph, x: torch.Tensor, c: torch.Tensor | None, ch
     with full_float32():
         for start in range(0, x.shape[0], chunk):
             cc = None if c is None else c[start : start + chunk]
-            total += float(graph(x[start : start + chunk], cc)[0].sum())
+            total += float(graph.neg_elbo(x[start : start + chunk], cc).sum())
     return total / x.shape[0]
 
 
@@ -79,7 +78,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
     ----------
     xt, ct : standardized training rows (n, d) and their conditions, on ``device``.
     xv, cv : raw validation rows and their encoded conditions, on ``device``.
-    val_graph : the early-stopping criterion's ScoreGraph (the first ``val_samples`` noise vectors).
+    val_graph : the early-stopping criterion's ScoreGraph (its negative ELBO, :meth:`ScoreGraph.neg_elbo`).
     gen : the seeded generator of the batch order.
     bf16 : bf16 autocast of the training forward pass.
     fingerprint : the data's SHA-256, stored in checkpoints.

@@ -1,21 +1,24 @@
 """Score functions (torch): the training loss and the exact module exported to ONNX.
 
 All scores are per row, in nats, on the raw (unstandardized) scale, higher = more anomalous.
-With L fixed noise vectors ε_l (drawn once at export and baked into the graph as a constant, so a
-score is a pure function of its row) and z_l = μ(x) + σ(x) ⊙ ε_l:
+The negative ELBO, the reconstruction probability and the per-feature terms decode the posterior
+mean z̄ = μ(x) (one decoder pass); the IWAE estimate decodes L fixed noise vectors ε_l (drawn once
+at export and baked into the graph as a constant, so a score is a pure function of its row),
+z_l = μ(x) + σ(x) ⊙ ε_l:
 
 * reconstruction probability, as a score (An & Cho 2015, "Variational Autoencoder based Anomaly
-  Detection using Reconstruction Probability", Alg. 4):  −(1/L) Σ_l log p(x|z_l)
-* negative ELBO (Kingma & Welling 2014, eq. 3 with the closed-form KL of their Appendix B):
-  −(1/L) Σ_l log p(x|z_l) + ½ Σ_k ((μ_k − m_k)² + σ_k² − log σ_k² − 1), where m = m(c) is the
+  Detection using Reconstruction Probability", Alg. 4, which averages L samples; here the one
+  point z̄):  −log p(x|z̄)
+* negative ELBO (Kingma & Welling 2014, eq. 3 with the closed-form KL of their Appendix B, the
+  expectation E_q[log p(x|z)] taken at the posterior mean):
+  −log p(x|z̄) + ½ Σ_k ((μ_k − m_k)² + σ_k² − log σ_k² − 1), where m = m(c) is the
   conditional prior's mean (0 for an unconditional model)
 * IWAE estimate of −log p(x) (Burda, Grosse & Salakhutdinov 2016, eq. 8):
   −(logsumexp_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)] − log L)
 * with a latent mixture prior p(z) (:class:`LatentMixture`: the training rows' aggregate
-  posterior, built after training), the KL has no closed form and the negative ELBO takes its Monte Carlo
-  estimate on the same samples: −(1/L) Σ_l [log p(x|z_l) + log p(z_l) − log q(z_l|x)]
-* per-feature terms −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j(z_l)), which sum to the
-  reconstruction score.
+  posterior, built after training), the KL has no closed form and the negative ELBO takes it at the
+  posterior mean: −log p(x|z̄) + log q(z̄|x) − log p(z̄)
+* per-feature terms −log N(x_j; μ_x,j(z̄), σ²_x,j(z̄)), which sum to the reconstruction score.
 
 The raw-scale density is the standardized one times the Jacobian Π_j 1/scale_j, so each
 per-feature term carries + log scale_j.
@@ -29,7 +32,7 @@ nats), and log p(x_c|z) = log Σ_slots onehot_slot · p_slot (:func:`categorical
 function behind the training loss and the scores). Then log p(x|z) = Σ_numeric log N(·) (with the
 Jacobian on the numeric columns only; one-hot slots are not standardized) + Σ_c log p(x_c|z), and
 every score above uses that total; the per-feature terms are one per original column: the numeric
-ones, then −(1/L) Σ_l log p(x_c|z_l) per categorical column.
+ones, then −log p(x_c|z̄) per categorical column.
 
 Missing values (``Architecture.masked``; Donut: Xu et al., "Unsupervised Anomaly Detection via
 Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018, §3.2, the modified ELBO;
@@ -59,7 +62,9 @@ def row_sum(t: torch.Tensor) -> torch.Tensor:
     onnxruntime's ReduceSum/ReduceMean give results that depend on a row's position in the batch
     (vectorized partial sums), its MatMul does not: this keeps every score a pure function of its row.
     """
-    return (t @ torch.ones(t.shape[-1], 1, dtype=t.dtype, device=t.device)).squeeze(-1)
+    # int(): a constant in the traced graph (a MatMul by an initializer, which onnxruntime prepacks;
+    # a ones tensor built from the runtime shape made the result depend on the batch)
+    return (t @ torch.ones(int(t.shape[-1]), 1, dtype=t.dtype, device=t.device)).squeeze(-1)
 
 
 def row_log(t: torch.Tensor) -> torch.Tensor:
@@ -262,6 +267,13 @@ class ScoreGraph(nn.Module):
     """Raw rows (n, d) [and raw conditions (n, m)] -> (neg_elbo (n,), recon_prob (n,), iwae (n,),
     feature_terms (n, d), latent_mean (n, k)), float32, in nats, higher = more anomalous.
 
+    The negative ELBO, the reconstruction probability and the per-feature terms decode one latent
+    point, the posterior mean z = μ(x); only the IWAE estimate decodes the L fixed samples. The
+    scores cost one decoder pass, where averaging 16 samples cost 16, and the negative ELBO at the
+    mean ranks anomalies as well (benchmarks/README.md, "How the defaults were chosen"); onnxruntime
+    runs only the nodes an asked-for output needs, so the samples cost nothing unless the IWAE is
+    asked for.
+
     With categorical columns (``vae.arch.categories``) the rows are the encoded table (numeric
     columns, then the one-hot blocks) and feature_terms is (n, n_numeric + C), one term per
     original column (numeric ones first), still summing to recon_prob.
@@ -273,9 +285,10 @@ class ScoreGraph(nn.Module):
     Parameters
     ----------
     vae : a trained VAE.
-    eps : (L, k) fixed standard-normal noise; the same for every row.
+    eps : (L, k) fixed standard-normal noise of the IWAE estimate; the same for every row.
     prior : the latent prior of the scores: None = the VAE's own, N(m(c), I) (closed-form KL), or
-        a :class:`LatentMixture` (unconditional models only; Monte Carlo KL on the L samples).
+        a :class:`LatentMixture` (unconditional models only; the KL estimated at the posterior mean,
+        and on the L samples for the IWAE).
 
     Raises
     ------
@@ -292,88 +305,95 @@ class ScoreGraph(nn.Module):
         self.register_buffer("log_l", torch.tensor(math.log(eps.shape[0]), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None):
-        """Written for onnxruntime's speed: each decoder layer is one 2-D Gemm over the n·L
-        samples, and with a per-feature variance the Gaussian's quadratic form is a MatMul by
-        1/σ² (one pass over the (n, L, d) tensor); onnxruntime runs only the nodes an asked-for
-        output needs, so the per-feature terms cost nothing unless asked for."""
+        """Written for onnxruntime's speed: each decoder layer is one 2-D Gemm over the rows (and,
+        for the IWAE, over the n·L samples), and with a per-feature variance the Gaussian's quadratic
+        form is a MatMul by 1/σ² (one pass over the (n, S, d) tensor)."""
+        xs, mask, cs, mu, logvar = self._encode(x, condition)
+        log_px, feature_terms = self._log_px(xs, mask, mu.unsqueeze(1), cs, terms=True)  # (n, 1), (n, F)
+        recon_prob = -log_px[:, 0]                                              # (n,)
+        neg_elbo = recon_prob + self._kl_at_mean(mu, logvar, cs)
+        z = self.vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
+        log_pz_samples, _ = self._log_px(xs, mask, z, cs)                       # (n, L)
+        log_qz = -0.5 * (self.eps.shape[1] * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))
+        iwae = -(row_logsumexp(log_pz_samples + self._log_pz(z, cs) - log_qz) - self.log_l)
+        return neg_elbo, recon_prob, iwae, feature_terms, mu
+
+    def neg_elbo(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The negative ELBO alone, (n,), the same values as ``forward(...)[0]`` (early stopping)."""
+        xs, mask, cs, mu, logvar = self._encode(x, condition)
+        return -self._log_px(xs, mask, mu.unsqueeze(1), cs)[0][:, 0] + self._kl_at_mean(mu, logvar, cs)
+
+    def _encode(self, x, condition):
+        """Raw rows -> (standardized rows, mask or None, standardized conditions or None, μ, log σ²)."""
         vae = self.vae
-        n_samples, k = self.eps.shape
-        d = vae.arch.n_features
         xs, cs = vae.standardize(x), vae.condition(condition)    # (n, d), (n, m) or None
         mask = None
         if vae.arch.masked:                                       # NaN -> 0, mask (n, d): 1 observed
             xs, mask = vae.observed(xs)
         mu, logvar = vae.encode(xs, cs)                           # (n, k), (n, k)
-        z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
-        cs_l = None if cs is None else cs.unsqueeze(1).expand(-1, n_samples, -1)  # (n, L, m)
-        x_mu, x_logvar = vae.decode(z, cs_l)                      # (n, L, d); (d,) or (n, L, d)
-        if vae.arch.categories:
-            return self._mixed(xs, cs, mu, logvar, z, x_mu, x_logvar)
-        if mask is not None:
-            return self._masked(xs, mask, cs, mu, logvar, z, x_mu, x_logvar)
-        sq = (xs.unsqueeze(1) - x_mu) ** 2                       # (n, L, d)
-        log_scale = torch.log(vae.scale)                          # raw-scale Jacobian, (d,)
-        if x_logvar.dim() == 1:                                   # per-feature variance
-            mahalanobis = (sq @ torch.exp(-x_logvar).unsqueeze(-1)).squeeze(-1)  # (n, L)
-        else:                                                     # per-row variance
-            mahalanobis = row_sum(sq * torch.exp(-x_logvar))
-        log_px = -0.5 * (d * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)  # (n, L)
-        recon_prob = -row_sum(log_px) / n_samples                 # (n,)
-        scores = self._latent_scores(mu, logvar, z, cs, log_px, recon_prob)
-        nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, d), standardized scale
-        feature_terms = row_sum(nll.transpose(1, 2)) / n_samples + log_scale  # (n, d), raw scale
-        return (*scores, feature_terms, mu)
+        return xs, mask, cs, mu, logvar
 
-    def _latent_scores(self, mu, logvar, z, cs, log_px, recon_prob):
-        """(neg_elbo (n,), recon_prob (n,), iwae (n,)) from log p(x|z_l) (n, L) and the latent samples."""
-        vae, (n_samples, k) = self.vae, self.eps.shape
-        log_qz = -0.5 * (k * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))  # (n, L)
+    def _kl_at_mean(self, mu, logvar, cs):
+        """KL(q(z|x) ‖ p(z)), (n,): closed form for N(m(c), I) (Kingma & Welling 2014, App. B); for a
+        mixture prior, log q(z|x) − log p(z) at z = μ(x) (no closed form)."""
         if self.prior is None:
-            prior_mu = vae.prior_mean(cs)                         # (n, k) or 0
-            neg_elbo = recon_prob + row_sum(kl_terms(mu, logvar, prior_mu))
-            z_c = z if cs is None else z - prior_mu.unsqueeze(1)
-            log_pz = -0.5 * (k * LOG_2PI + row_sum(z_c**2))       # (n, L), log p(z_l|c)
-        else:
-            log_pz = self.prior(z)                                # (n, L), log p(z_l)
-            neg_elbo = recon_prob + row_sum(log_qz - log_pz) / n_samples
-        iwae = -(row_logsumexp(log_px + log_pz - log_qz) - self.log_l)
-        return neg_elbo, recon_prob, iwae
+            return row_sum(kl_terms(mu, logvar, self.vae.prior_mean(cs)))
+        log_q_mean = -0.5 * (mu.shape[-1] * LOG_2PI + row_sum(logvar))
+        return log_q_mean - self.prior(mu)
 
-    def _masked(self, xs, mask, cs, mu, logvar, z, x_mu, x_logvar):
-        """The scores of a model with missing values: log p(x|z_l) = Σ_j m_j (log N(x_j; ·) −
-        log scale_j), the observed entries only (:func:`masked_gaussian_log_prob`, raw scale);
-        feature_terms (n, d) is 0 for a missing entry."""
-        n_samples = self.eps.shape[0]
-        log_lik = masked_gaussian_log_prob(xs.unsqueeze(1), mask.unsqueeze(1), x_mu, x_logvar)  # (n, L, d)
-        jacobian = mask * torch.log(self.vae.scale)                       # (n, d), raw-scale log scale_j
-        log_px = row_sum(log_lik) - row_sum(jacobian).unsqueeze(-1)       # (n, L)
-        recon_prob = -row_sum(log_px) / n_samples                         # (n,)
-        feature_terms = -row_sum(log_lik.transpose(1, 2)) / n_samples + jacobian  # (n, d)
-        return (*self._latent_scores(mu, logvar, z, cs, log_px, recon_prob), feature_terms, mu)
+    def _log_pz(self, z, cs):
+        """log p(z_l) (n, L) of the samples under the scores' prior."""
+        if self.prior is not None:
+            return self.prior(z)
+        prior_mu = self.vae.prior_mean(cs)
+        z_c = z if cs is None else z - prior_mu.unsqueeze(1)
+        return -0.5 * (z.shape[-1] * LOG_2PI + row_sum(z_c**2))
 
-    def _mixed(self, xs, cs, mu, logvar, z, x_mu, x_logvar):
-        """The scores of a model with categorical columns: log p(x|z_l) = the numeric columns'
-        Gaussian terms (raw scale) + :func:`categorical_log_prob` of each categorical column.
-        feature_terms is (n, n_numeric + C): the numeric terms, then −(1/L) Σ_l log p(x_c|z_l)."""
-        arch, n_samples = self.vae.arch, self.eps.shape[0]
+    def _log_px(self, xs, mask, z, cs, terms: bool = False):
+        """log p(x|z_s) on the raw scale, (n, S), for latent points z (n, S, k); with ``terms`` also
+        the per-feature terms −(1/S) Σ_s log p(x_j|z_s), (n, F) (None otherwise).
+
+        Numeric columns: Gaussian terms with the Jacobian − log scale_j; a masked model leaves the
+        missing entries out (:func:`masked_gaussian_log_prob`, term 0); categorical columns:
+        :func:`categorical_log_prob`, one term per column after the numeric ones."""
+        vae = self.vae
+        arch, (n, n_points, k) = vae.arch, z.shape
+        cs_s = None if cs is None else cs.unsqueeze(1).expand(-1, n_points, -1).reshape(n * n_points, -1)
+        # the decoder on 2-D (n·S, k) rows: each layer one Gemm, whose result for a row does not
+        # depend on the batch (onnxruntime's 3-D MatMul does not promise that)
+        x_mu, x_logvar = vae.decode(z.reshape(n * n_points, k), cs_s)
+        x_mu = x_mu.reshape(n, n_points, -1)                      # (n, S, d')
+        if x_logvar.dim() > 1:                                    # per-row variance: (n, S, p)
+            x_logvar = x_logvar.reshape(n, n_points, -1)
         p = arch.n_numeric
-        cat_lp = categorical_log_prob(xs[:, p:].unsqueeze(1), x_mu[..., p:], arch.categories,
-                                      arch.category_floor)                # (n, L, C)
-        log_px = row_sum(cat_lp)                                          # (n, L)
-        terms = [-row_sum(cat_lp.transpose(1, 2)) / n_samples]            # (n, C)
+        log_px, parts = 0.0, []
         if p:
-            sq = (xs[:, :p].unsqueeze(1) - x_mu[..., :p]) ** 2            # (n, L, p)
-            log_scale = torch.log(self.vae.scale[:p])                     # raw-scale Jacobian, (p,)
-            if x_logvar.dim() == 1:                                       # per-feature variance
-                mahalanobis = (sq @ torch.exp(-x_logvar).unsqueeze(-1)).squeeze(-1)  # (n, L)
-            else:                                                         # per-row variance
-                mahalanobis = row_sum(sq * torch.exp(-x_logvar))
-            log_px = log_px - 0.5 * (p * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)
-            nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, L, p)
-            terms.insert(0, row_sum(nll.transpose(1, 2)) / n_samples + log_scale)  # (n, p)
-        recon_prob = -row_sum(log_px) / n_samples                         # (n,)
-        feature_terms = torch.cat(terms, dim=-1)                          # (n, p + C)
-        return (*self._latent_scores(mu, logvar, z, cs, log_px, recon_prob), feature_terms, mu)
+            mu_num = x_mu[..., :p] if arch.categories else x_mu   # (n, S, p)
+            x_num = (xs[:, :p] if arch.categories else xs).unsqueeze(1)  # (n, 1, p)
+            log_scale = torch.log(vae.scale[:p] if arch.categories else vae.scale)  # raw-scale Jacobian, (p,)
+            if mask is not None:                                  # (masked models are all-numeric)
+                log_lik = masked_gaussian_log_prob(x_num, mask.unsqueeze(1), mu_num, x_logvar)  # (n, S, p)
+                jacobian = mask * log_scale                       # (n, p)
+                log_px = row_sum(log_lik) - row_sum(jacobian).unsqueeze(-1)
+                if terms:
+                    parts.append(-row_sum(log_lik.transpose(1, 2)) / n_points + jacobian)
+            else:
+                sq = (x_num - mu_num) ** 2                        # (n, S, p)
+                if x_logvar.dim() == 1:                           # per-feature variance
+                    mahalanobis = (sq @ torch.exp(-x_logvar).unsqueeze(-1)).squeeze(-1)  # (n, S)
+                else:                                             # per-row variance
+                    mahalanobis = row_sum(sq * torch.exp(-x_logvar))
+                log_px = -0.5 * (p * LOG_2PI + row_sum(x_logvar) + mahalanobis) - row_sum(log_scale)
+                if terms:
+                    nll = 0.5 * (LOG_2PI + x_logvar + sq * torch.exp(-x_logvar))  # (n, S, p)
+                    parts.append(row_sum(nll.transpose(1, 2)) / n_points + log_scale)
+        if arch.categories:
+            cat_lp = categorical_log_prob(xs[:, p:].unsqueeze(1), x_mu[..., p:], arch.categories,
+                                          arch.category_floor)    # (n, S, C)
+            log_px = log_px + row_sum(cat_lp)
+            if terms:
+                parts.append(-row_sum(cat_lp.transpose(1, 2)) / n_points)
+        return log_px, (torch.cat(parts, dim=-1) if terms else None)
 
 
 class SampleGraph(nn.Module):

@@ -132,7 +132,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         c_loc, c_scale = standardization(data.c_train)
     vae = VAE(arch, loc, scale, c_loc, c_scale)
     eps = torch.randn((cfg.n_samples, arch.latent_dim), generator=torch.Generator().manual_seed(cfg.seed + 1))
-    val_graph = ScoreGraph(vae, eps[: cfg.val_samples]).to(device)  # early stopping: the first noise vectors
+    val_graph = ScoreGraph(vae, eps).to(device)  # early stopping: its negative ELBO (no samples)
 
     xt = vae.standardize(torch.as_tensor(data.x_train).to(device))
     ct = None if data.c_train is None else vae.condition(torch.as_tensor(data.c_train).to(device))
