@@ -25,6 +25,7 @@ import typer
 
 from vae_anomaly import Scorer, __version__
 from vae_anomaly.errors import VaeAnomalyError
+from vae_anomaly.training.config import TrainConfig
 
 app = typer.Typer(
     name="vae-anomaly",
@@ -205,7 +206,8 @@ def fit(
         help="auto = convolutional for images (N, H, W) / (N, C, H, W), else MLP.")] = Arch.auto,
     prior_max_rows: Annotated[int, typer.Option(
         help="Score with the training rows' aggregate posterior as the latent prior when there are at "
-             "most this many training rows, else with N(0, I) (0 = always N(0, I)).")] = 4096,
+             "most this many training rows, else with N(0, I) (0 = always N(0, I); e.g. 4096). Costs that many "
+             "Gaussian terms per row at scoring.")] = TrainConfig.prior_max_rows,
     condition: Annotated[Optional[Path], typer.Option(
         help="Conditions of NORMAL_FILE's rows (ids, one-hot or numeric context): a conditional VAE.")] = None,
     condition_kind: Annotated[ConditionKind, typer.Option(
@@ -235,7 +237,7 @@ def fit(
 ) -> None:
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
     with _errors():
-        from vae_anomaly.training.config import TrainConfig, parse_widths
+        from vae_anomaly.training.config import parse_widths
         from vae_anomaly.training.fit import fit_file, fit_progress_bar
 
         config = TrainConfig(val_fraction=val_fraction, epochs=epochs, latent_dim=latent_dim, hidden=parse_widths(hidden),

@@ -38,7 +38,7 @@ def start(*args, cwd):
 def fits(request, tmp_path_factory):
     """A folder with thyroid's normal.npy, test.npy and labels, and this module's CLI fits started in it at
     once (each keeps one core busy): model.onnx with the defaults, and small.onnx (--hidden 32,16
-    --prior-max-rows 0) when a selected test uses it."""
+    --prior-max-rows 4096) when a selected test uses it."""
     d = tmp_path_factory.mktemp("cli")
     X, y = load_labelled(bundled_path("thyroid"))
     tr, te = semi_supervised_split(y, seed=0)
@@ -47,7 +47,7 @@ def fits(request, tmp_path_factory):
     np.save(d / "labels.npy", y[te])
     procs = {"model.onnx": start("fit", "normal.npy", "--epochs", "40", "--quiet", cwd=d)}
     if any("small" in item.fixturenames for item in request.session.items if item.module is request.module):
-        procs["small.onnx"] = start("fit", "normal.npy", "--hidden", "32,16", "--prior-max-rows", "0", "--epochs", "2",
+        procs["small.onnx"] = start("fit", "normal.npy", "--hidden", "32,16", "--prior-max-rows", "4096", "--epochs", "2",
                                     "--quiet", "-o", "small.onnx", cwd=d)
     yield d, procs
     for proc in procs.values():
@@ -164,11 +164,11 @@ def test_fit_takes_the_hidden_layer_widths(small):
 
 
 def test_fit_prior_max_rows_chooses_the_latent_prior_of_the_scores(work, small):
-    """The work data's training rows are few: the default scores with their aggregate posterior,
-    --prior-max-rows 0 with N(0, I)."""
+    """The default scores with N(0, I); --prior-max-rows 4096 with the aggregate posterior of the
+    (fewer) training rows."""
     default = Scorer(work / "model.onnx").metadata["training"]
-    assert default["latent_prior"] == {"kind": "aggregate-posterior", "components": default["n_train"]}
-    assert small["latent_prior"] == {"kind": "standard-normal"}
+    assert default["latent_prior"] == {"kind": "standard-normal"}
+    assert small["latent_prior"] == {"kind": "aggregate-posterior", "components": small["n_train"]}
 
 
 def test_failed_refit_leaves_the_existing_model_untouched(work):

@@ -13,7 +13,7 @@ def test_export_runs_torch_and_onnxruntime_in_chunks_capped_by_the_prior(rng):
 
     X = rng.standard_normal((700, 5)).astype(np.float32)
     X_val = rng.standard_normal((1500, 5)).astype(np.float32)
-    result = train(X, X_val=X_val, config=TrainConfig(epochs=1, hidden=(16,), device="cpu"))
+    result = train(X, X_val=X_val, config=TrainConfig(epochs=1, hidden=(16,), device="cpu", prior_max_rows=4096))
     graph = result.graph
     components, samples = graph.prior.inv_var.shape[1], graph.eps.shape[0]
     assert components == 700

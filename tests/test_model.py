@@ -329,17 +329,26 @@ def test_latent_mixture_error_is_below_a_thousandth_of_a_nat_over_the_encoders_v
     assert np.abs(got_onnx - expected).max() < 1e-3
 
 
-def test_mixture_prior_scores_are_the_elbo_at_the_mean_and_the_iwae_of_that_prior(trained, cardio, rng):
+@pytest.fixture(scope="module")
+def prior_trained(cardio):
+    """A TrainResult fitted on cardio's normal rows with the aggregate-posterior prior (an option)."""
+    from vae_anomaly.training.train import TrainConfig, train
+
+    return train(cardio[0], config=TrainConfig(epochs=20, seed=0, prior_max_rows=4096))
+
+
+def test_mixture_prior_scores_are_the_elbo_at_the_mean_and_the_iwae_of_that_prior(prior_trained, cardio, rng):
     """With the aggregate posterior as p(z): neg-ELBO = −log p(x|μ) + log q(μ|x) − log p(μ) (the
     posterior mean), IWAE = −(logsumexp_l w_l − log L), w_l = log p(x|z_l) + log p(z_l) − log q(z_l|x),
     computed here from the parts; the reconstruction score does not depend on the prior."""
-    from vae_anomaly.training.graph import aggregate_posterior
     from vae_anomaly.training.scores import ScoreGraph, gaussian_log_prob
 
-    vae, eps = trained.graph.vae, trained.graph.eps
+    graph = prior_trained.graph
+    assert prior_trained.summary["latent_prior"] == {"kind": "aggregate-posterior",
+                                                     "components": prior_trained.summary["n_train"]}
+    vae, eps = graph.vae, graph.eps
     X = torch.as_tensor(_rows(cardio, rng))
     with torch.no_grad():
-        graph = ScoreGraph(vae, eps, aggregate_posterior(vae, vae.standardize(torch.as_tensor(cardio[0][:500], dtype=torch.float32))))
         neg_elbo, recon, iwae, _, _ = (t.double() for t in graph(X))
         xs = vae.standardize(X)
         mu, logvar = vae.encode(xs)
@@ -360,12 +369,16 @@ def test_mixture_prior_scores_are_the_elbo_at_the_mean_and_the_iwae_of_that_prio
     assert not np.allclose(neg_elbo, standard[0].double(), rtol=1e-3)  # the prior changes the score
 
 
-def test_mixture_prior_model_scores_each_row_the_same_in_any_chunking(model_path, cardio, rng):
-    """Export checks torch/onnxruntime parity; the Scorer caps the rows per call (2**20 / (L·M)),
-    and a row's score stays the same bits whatever the chunking and batch."""
+def test_mixture_prior_model_scores_each_row_the_same_in_any_chunking(prior_trained, cardio, rng, tmp_path):
+    """A model fitted with --prior-max-rows above its training rows: export checks torch/onnxruntime
+    parity; the Scorer caps the rows per call (2**20 / (L·M)), and a row's score stays the same bits
+    whatever the chunking and batch."""
     from sklearn.metrics import roc_auc_score
 
-    scorer = Scorer(model_path)
+    from vae_anomaly.training.export import export_model
+
+    export_model(prior_trained, tmp_path / "m.onnx")
+    scorer = Scorer(tmp_path / "m.onnx")
     n_comp = scorer.metadata["training"]["latent_prior"]["components"]
     assert scorer._max_chunk_rows == 2**20 // (16 * n_comp)
     X = _rows(cardio, rng)
@@ -394,13 +407,13 @@ def test_more_training_rows_than_prior_max_rows_keep_the_standard_normal_prior(c
         train(cardio[0], config=TrainConfig(epochs=1, prior_max_rows=-1, device="cpu"))
 
 
-def test_the_prior_is_made_of_the_training_rows_posteriors(trained, cardio):
+def test_the_prior_is_made_of_the_training_rows_posteriors(prior_trained, cardio):
     """Components = q(z|x_i) of every training row, never of the calibration rows."""
     from vae_anomaly.training.data import split_rows
 
-    cfg = trained.summary["config"]
+    cfg = prior_trained.summary["config"]
     tr, _ = split_rows(len(cardio[0]), cfg["val_fraction"], cfg["seed"])
-    vae, prior = trained.graph.vae, trained.graph.prior
+    vae, prior = prior_trained.graph.vae, prior_trained.graph.prior
     with torch.no_grad():
         mu, logvar = vae.encode(vae.standardize(torch.as_tensor(cardio[0][tr], dtype=torch.float32)))
     np.testing.assert_allclose(prior.scaled_means.numpy(), (mu / torch.exp(logvar)).T.numpy(), rtol=1e-4, atol=1e-4)

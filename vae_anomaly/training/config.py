@@ -59,12 +59,14 @@ class TrainConfig:
         seconds, for faster steps on large data; needs a C++ compiler on the CPU).
     prior_max_rows : the exported scores' latent prior is the aggregate posterior of the training
         rows (:func:`aggregate_posterior`, a mixture of their N posteriors q(z|x_i)) when N is at
-        most this, else the training prior N(0, I); 0 = always N(0, I). It bounds the scoring
-        cost of the prior, L·N Gaussian terms per row (benchmarks/README.md, "How the defaults were chosen").
+        most this, else the training prior N(0, I); 0 (the default) = always N(0, I). An option:
+        it costs N Gaussian terms per row at scoring and its gain in ROC-AUC was not
+        distinguishable from noise (benchmarks/README.md, "How the defaults were chosen").
         A conditional VAE's scores keep p(z|c).
-    target_steps, min_epochs, max_steps : the auto epoch budget (see ``auto_epochs``). With 100
-        epochs at the least, training sets of more than ~10,000 rows get more than 8,000 steps, which
-        raised the largest benchmark datasets' ROC-AUC (benchmarks/README.md, "How the defaults were chosen");
+    target_steps, min_epochs, max_steps : the auto epoch budget (see ``auto_epochs``): about 2,000
+        gradient steps (a default fit of a few thousand rows takes seconds), and with 100 epochs at
+        the least, training sets of more than 2,560 rows get more steps than that, which the largest
+        benchmark datasets' ROC-AUC needs (benchmarks/README.md, "How the defaults were chosen");
         ``max_steps`` stops that floor from growing with the data: training sets of more than
         25,600 rows (batch 128) get fewer than 100 epochs, about 20,000 steps in all.
     """
@@ -88,8 +90,8 @@ class TrainConfig:
     decoder_variance: str = "feature"
     precision: str = "auto"
     compile: bool = False
-    prior_max_rows: int = 4096
-    target_steps: int = 8000
+    prior_max_rows: int = 0
+    target_steps: int = 2000
     min_epochs: int = 100
     max_steps: int = 20000
 

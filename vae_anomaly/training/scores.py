@@ -309,11 +309,11 @@ class ScoreGraph(nn.Module):
         for the IWAE, over the n·L samples), and with a per-feature variance the Gaussian's quadratic
         form is a MatMul by 1/σ² (one pass over the (n, S, d) tensor)."""
         xs, mask, cs, mu, logvar = self._encode(x, condition)
-        log_px, feature_terms = self._log_px(xs, mask, mu.unsqueeze(1), cs, terms=True)  # (n, 1), (n, F)
+        log_px, feature_terms = self.log_likelihood(xs, mask, mu.unsqueeze(1), cs, terms=True)  # (n, 1), (n, F)
         recon_prob = -log_px[:, 0]                                              # (n,)
         neg_elbo = recon_prob + self._kl_at_mean(mu, logvar, cs)
         z = self.vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), self.eps)  # (n, L, k)
-        log_pz_samples, _ = self._log_px(xs, mask, z, cs)                       # (n, L)
+        log_pz_samples, _ = self.log_likelihood(xs, mask, z, cs)                       # (n, L)
         log_qz = -0.5 * (self.eps.shape[1] * LOG_2PI + row_sum(logvar).unsqueeze(-1) + row_sum(self.eps**2))
         iwae = -(row_logsumexp(log_pz_samples + self._log_pz(z, cs) - log_qz) - self.log_l)
         return neg_elbo, recon_prob, iwae, feature_terms, mu
@@ -321,7 +321,7 @@ class ScoreGraph(nn.Module):
     def neg_elbo(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The negative ELBO alone, (n,), the same values as ``forward(...)[0]`` (early stopping)."""
         xs, mask, cs, mu, logvar = self._encode(x, condition)
-        return -self._log_px(xs, mask, mu.unsqueeze(1), cs)[0][:, 0] + self._kl_at_mean(mu, logvar, cs)
+        return -self.log_likelihood(xs, mask, mu.unsqueeze(1), cs)[0][:, 0] + self._kl_at_mean(mu, logvar, cs)
 
     def _encode(self, x, condition):
         """Raw rows -> (standardized rows, mask or None, standardized conditions or None, μ, log σ²)."""
@@ -349,7 +349,7 @@ class ScoreGraph(nn.Module):
         z_c = z if cs is None else z - prior_mu.unsqueeze(1)
         return -0.5 * (z.shape[-1] * LOG_2PI + row_sum(z_c**2))
 
-    def _log_px(self, xs, mask, z, cs, terms: bool = False):
+    def log_likelihood(self, xs, mask, z, cs, terms: bool = False):
         """log p(x|z_s) on the raw scale, (n, S), for latent points z (n, S, k); with ``terms`` also
         the per-feature terms −(1/S) Σ_s log p(x_j|z_s), (n, F) (None otherwise).
 
