@@ -50,7 +50,7 @@ def _variants(vae, eps, xs_train, x_te):
     graphs = {"mean": ScoreGraph(vae, eps).eval(), "mean+prior": ScoreGraph(vae, eps, prior).eval()}
 
     def monte_carlo(graph, x, n_samples):  # −(1/L) Σ_l log p(x|z_l) + closed-form KL
-        xs, mask, cs, mu, logvar = graph._encode(x, None)
+        xs, mask, cs, mu, logvar = graph.posterior(x)
         z = vae.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps[:n_samples])
         return -row_sum(graph.log_likelihood(xs, mask, z, cs)[0]) / n_samples + row_sum(kl_terms(mu, logvar))
 

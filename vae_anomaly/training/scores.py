@@ -308,7 +308,7 @@ class ScoreGraph(nn.Module):
         """Written for onnxruntime's speed: each decoder layer is one 2-D Gemm over the rows (and,
         for the IWAE, over the n·L samples), and with a per-feature variance the Gaussian's quadratic
         form is a MatMul by 1/σ² (one pass over the (n, S, d) tensor)."""
-        xs, mask, cs, mu, logvar = self._encode(x, condition)
+        xs, mask, cs, mu, logvar = self.posterior(x, condition)
         log_px, feature_terms = self.log_likelihood(xs, mask, mu.unsqueeze(1), cs, terms=True)  # (n, 1), (n, F)
         recon_prob = -log_px[:, 0]                                              # (n,)
         neg_elbo = recon_prob + self._kl_at_mean(mu, logvar, cs)
@@ -320,11 +320,13 @@ class ScoreGraph(nn.Module):
 
     def neg_elbo(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The negative ELBO alone, (n,), the same values as ``forward(...)[0]`` (early stopping)."""
-        xs, mask, cs, mu, logvar = self._encode(x, condition)
+        xs, mask, cs, mu, logvar = self.posterior(x, condition)
         return -self.log_likelihood(xs, mask, mu.unsqueeze(1), cs)[0][:, 0] + self._kl_at_mean(mu, logvar, cs)
 
-    def _encode(self, x, condition):
-        """Raw rows -> (standardized rows, mask or None, standardized conditions or None, μ, log σ²)."""
+    def posterior(self, x, condition=None):
+        """Raw rows x (n, d) [and raw conditions (n, m)] -> the parts of q(z|x): (standardized rows
+        (n, d), the mask (n, d) of observed entries or None, standardized conditions (n, m) or None,
+        μ (n, k), log σ² (n, k)), float32."""
         vae = self.vae
         xs, cs = vae.standardize(x), vae.condition(condition)    # (n, d), (n, m) or None
         mask = None
