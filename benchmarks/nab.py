@@ -79,7 +79,7 @@ import sklearn
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from provenance import git_state  # benchmarks/provenance.py, beside this script
+from provenance import git_state, source_cli  # benchmarks/provenance.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "nab"
@@ -168,25 +168,14 @@ def evaluate(ser: dict, score: np.ndarray, flags: np.ndarray | None) -> dict:
 
 # ------------------------------------------------------------------------------------------------ CLI
 # With --cli-root DIR (a snapshot of the repository, e.g. ``git archive HEAD | tar -x -C DIR``, so that
-# edits in progress in the working tree cannot break a long run): import DIR's vae_anomaly and its cli/
-# folder as vae_anomaly.cli, as the installed package does (pyproject package-dir), then run the app.
-_BOOT = (
-    "import sys, importlib.util as u; from pathlib import Path; r = Path(sys.argv.pop(1)); "
-    "s = u.spec_from_file_location('vae_anomaly.cli', r / 'cli' / '__init__.py', "
-    "submodule_search_locations=[str(r / 'cli')]); m = u.module_from_spec(s); "
-    "sys.modules['vae_anomaly.cli'] = m; s.loader.exec_module(m); "
-    "import vae_anomaly; vae_anomaly.cli = m; sys.argv[0] = 'vae-anomaly'; "
-    "from vae_anomaly.cli.main import main; main()"
-)
+# edits in progress in the working tree cannot break a long run) the CLI runs from DIR, else from ROOT.
 CLI_ROOT: Path | None = None
 
 
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``vae-anomaly ARGS`` with this interpreter; (wall seconds, completed process)."""
     root = CLI_ROOT or ROOT
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    cmd = ([sys.executable, "-c", _BOOT, str(root)] if CLI_ROOT else [sys.executable, "-m", "vae_anomaly.cli.main"])
+    cmd, env = source_cli(root, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200")
     t0 = time.perf_counter()
     proc = subprocess.run([*cmd, *args], cwd=root, env=env, capture_output=True, text=True, check=False)
     return time.perf_counter() - t0, proc
@@ -561,7 +550,7 @@ def main() -> None:
         path.write_text(json.dumps({
             "command": " ".join(["python", "benchmarks/nab.py", *sys.argv[1:]]),
             **git_state(ROOT),
-            "cli_root": str(CLI_ROOT) if CLI_ROOT else "working tree (python -m vae_anomaly.cli.main)",
+            "cli_root": str(CLI_ROOT or ROOT),
             "data": str(DATA.relative_to(ROOT.parent)),
             "protocol": "train on the first int(0.15 n) points (windows inside it), score every point, evaluate "
                         "after it; labels = points inside combined_windows; standardized with the training part; "

@@ -54,7 +54,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from provenance import git_state  # benchmarks/provenance.py, beside this script
+from provenance import git_state, source_cli  # benchmarks/provenance.py, beside this script
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,25 +64,13 @@ CATEGORICAL = ["protocol_type", "service", "flag"]
 LABELS = ["attack", "difficulty"]
 METHODS = ["vae-anomaly", "vae-onehot", "knn", "iforest"]
 
-# Import this repository's vae_anomaly (PYTHONPATH=ROOT) and its cli/ folder as vae_anomaly.cli,
-# as the installed package does (pyproject package-dir), then run the Typer app.
-_BOOT = (
-    "import sys, importlib.util as u; from pathlib import Path; r = Path(sys.argv.pop(1)); "
-    "s = u.spec_from_file_location('vae_anomaly.cli', r / 'cli' / '__init__.py', "
-    "submodule_search_locations=[str(r / 'cli')]); m = u.module_from_spec(s); "
-    "sys.modules['vae_anomaly.cli'] = m; s.loader.exec_module(m); "
-    "import vae_anomaly; vae_anomaly.cli = m; sys.argv[0] = 'vae-anomaly'; "
-    "from vae_anomaly.cli.main import main; main()"
-)
 
 
 def cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     """Run ``vae-anomaly ARGS`` from this working tree; (wall seconds, completed process)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "COLUMNS": "200"}
+    cmd, env = source_cli(ROOT, COLUMNS="200")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _BOOT, str(ROOT), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run([*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     return time.perf_counter() - t0, proc
 
 
