@@ -81,6 +81,11 @@ class ScoreName(str, Enum):
     iwae = "iwae"
 
 
+class TimeOrder(str, Enum):
+    strict = "strict"
+    as_read = "as-read"
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
@@ -152,6 +157,9 @@ NoHeader = Annotated[bool, typer.Option(
     "--no-header", help="The CSV has no header row: its columns are named f0, f1, ...")]
 Delimiter = Annotated[Optional[str], typer.Option(
     help="The CSV's field separator (',', ';' or 'tab'; default: detected from the file).")]
+TimeOrderOption = Annotated[TimeOrder, typer.Option(
+    help="A series' rows whose timestamp repeats or goes back (a clock repeating an hour at a daylight-saving "
+         "change): 'strict' refuses them (exit 3), 'as-read' takes each, in file order, as the next step.")]
 
 
 def _csv_format(no_header: bool, delimiter: str | None):
@@ -231,6 +239,7 @@ def fit(
         help="The series' time column (default: 'timestamp', 'time', or the one date/time column).")] = None,
     labels: Annotated[Optional[Path], typer.Option(
         help="A series' known anomalous points, one 0/1 label per row: left out of the likelihood.")] = None,
+    time_order: TimeOrderOption = TimeOrder.strict,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -251,7 +260,7 @@ def fit(
                             checkpoint_every=checkpoint_every, resume=resume, progress=progress, exclude=exclude,
                             id_columns=id_columns, categorical=categorical,
                             csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
-                            time_column=time_column, labels=labels)
+                            time_column=time_column, labels=labels, time_order=time_order.value)
         finally:
             bar.stop()
         if not quiet:
@@ -261,7 +270,9 @@ def fit(
             if meta.get("series"):
                 sp = meta["series"]
                 _err().print(f"windows of {sp['window']} steps of {sp['step_seconds']:g} s over "
-                             f"{', '.join(sp['metrics'])}; {sp['inserted_steps']} missing steps inserted")
+                             f"{', '.join(sp['metrics'])}; {sp['inserted_steps']} missing steps inserted"
+                             + (f"; {sp['out_of_order_rows']} rows out of time order taken as read"
+                                if sp.get("out_of_order_rows") else ""))
 
 
 class NanPolicy(str, Enum):
@@ -294,6 +305,7 @@ def score(
         min=1, help="Rows read and scored at a time: sets peak memory, not the results.")] = 65536,
     condition: Annotated[Optional[Path], typer.Option(
         help="A conditional model's conditions, one row per row of NEW_FILE.")] = None,
+    time_order: TimeOrderOption = TimeOrder.strict,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
 ) -> None:
@@ -305,7 +317,8 @@ def score(
         result = score_file(new_file, model, output, threshold=_parse_threshold(threshold), alpha=alpha,
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
                             fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows,
-                            condition=condition, csv_format=_csv_format(no_header, delimiter))
+                            condition=condition, csv_format=_csv_format(no_header, delimiter),
+                            time_order=time_order.value)
     if fail_on_anomaly and result.is_anomaly.any():
         raise typer.Exit(6)
 

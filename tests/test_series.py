@@ -51,6 +51,19 @@ def test_unsorted_or_repeated_timestamps_are_refused(times, what):
         series.Windower(3, STEP).add(np.array(times) * STEP, np.zeros((4, 1)))
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_as_read_takes_a_repeated_or_earlier_timestamp_as_the_next_step(chunk):
+    t = np.array([0, 1, 2, 2, 2, 3, 1, 2, 9]) * STEP            # an hour repeated, a clock stepping back, a gap
+    v = np.arange(9.0)[:, None]
+    w = series.Windower(3, STEP, time_order="as-read")
+    out = np.concatenate([w.add(t[i : i + chunk], v[i : i + chunk]) for i in range(0, len(t), chunk)])
+    assert w.out_of_order == 3 and w.inserted == 6                # rows 3, 4, 6 taken as read; 9 − 2 − 1 missing
+    np.testing.assert_array_equal(out[:8], np.lib.stride_tricks.sliding_window_view(np.r_[np.nan, np.nan, v[:8, 0]], 3))
+    np.testing.assert_array_equal(out[8], [np.nan, np.nan, 8.0])  # the gap after the last step back is kept
+    with pytest.raises(InputValidationError, match="--time-order"):
+        series.Windower(3, STEP, time_order="sorted")
+
+
 def test_the_time_column_is_found_and_other_text_is_refused():
     schema = pa.schema([("when", pa.timestamp("s")), ("cpu", pa.float64()), ("host", pa.string())])
     spec = series.series_spec(schema, window=8, id_columns="host")
@@ -135,6 +148,27 @@ def test_unsorted_and_repeated_timestamps_exit_3(work):
     test.iloc[[0, 1, 3, 2, 4]].to_csv(work / "unsorted.csv", index=False)
     r = run(work, "score", "unsorted.csv", "-o", "u.csv")
     assert r.returncode == 3 and "data row 3, is earlier" in r.stderr and not (work / "u.csv").exists()
+
+
+def test_a_clock_stepping_back_scores_as_read_like_the_corrected_series(work):
+    test = pd.read_csv(work / "test.csv")
+    stamps = pd.to_datetime(test["timestamp"])
+    back = stamps.copy()
+    back.iloc[300:] -= pd.Timedelta(minutes=55)                   # row 300 is 11 steps earlier than row 299
+    stamps.iloc[300:] = stamps.iloc[300:] + (stamps.iloc[299] + pd.Timedelta(minutes=5) - stamps.iloc[300])
+    test.assign(timestamp=back.dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(work / "back.csv", index=False)
+    test.assign(timestamp=stamps.dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(work / "fixed.csv", index=False)
+    refused = run(work, "score", "back.csv", "-o", "b.csv")
+    assert refused.returncode == 3 and "data row 300" in refused.stderr and "--time-order as-read" in refused.stderr
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda a: run(work, *a), [
+            ("score", "back.csv", "--time-order", "as-read"), ("score", "back.csv", "--time-order", "as-read",
+                                                              "--chunk-rows", "7"), ("score", "fixed.csv")]))
+    assert all(r.returncode == 0 for r in outs), [r.stderr for r in outs]
+    assert outs[0].stdout == outs[1].stdout and "1 rows whose timestamp repeats or goes back" in outs[0].stderr
+    got, want = (pd.read_csv(io.StringIO(r.stdout)) for r in (outs[0], outs[2]))
+    assert got["timestamp"].tolist() == back.dt.strftime("%Y-%m-%d %H:%M:%S").tolist()   # carried as read
+    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].to_numpy())
 
 
 def test_dask_scores_a_series_like_local_scoring(work):

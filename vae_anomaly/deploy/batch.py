@@ -41,7 +41,7 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
                alpha: float | None = None, score: str | None = None, nan_policy: str = "raise",
                fdr: float | None = None, features: int = 0, summary_json: str | os.PathLike | None = None,
                chunk_rows: int = FILE_CHUNK_ROWS, condition: str | os.PathLike | None = None,
-               csv_format: CsvFormat = DEFAULT_CSV) -> ScoreResult:
+               csv_format: CsvFormat = DEFAULT_CSV, time_order: str = "strict") -> ScoreResult:
     """Score every row of a file and write one output row per input row.
 
     Parameters
@@ -65,6 +65,8 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     chunk_rows : rows read and scored at a time: sets peak memory, not the results.
     condition : a conditional model's condition file, one row per row of ``new_file`` (read whole).
     csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
+    time_order : a window model's rows whose timestamp repeats or goes back: "strict" refuses them,
+        "as-read" takes each as the step after the row before it (and warns with their count).
 
     Returns
     -------
@@ -83,6 +85,9 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     conds = read_matrix(condition, csv_format) if condition is not None else None
     # a missing, needless or malformed condition file fails before any output is written
     conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
+    if time_order != "strict" and scorer.series is None:
+        raise InputValidationError("--time-order: the model was not fitted on a series (fit --window); its rows "
+                                   "have no time order.")
     fmt = output_format(output)
     for path in (output, summary_json):
         if path is not None:
@@ -93,7 +98,7 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     with contextlib.ExitStack() as stack:
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = None
-        for raw, ids in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag):
+        for raw, ids in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag, time_order):
             x = scorer.check_rows(raw, name=name, allow_nonfinite=flag or scorer.masked, first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=name,
                                  nan_policy=nan_policy, feature_terms=features > 0,
@@ -139,11 +144,12 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     return result
 
 
-def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool):
+def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool,
+                 time_order: str = "strict"):
     """(rows, ID columns or None) chunks of a file: a table model's tables are read by column name
     and encoded (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
     if scorer.series is not None:
-        yield from _read_series(path, scorer.series, chunk_rows, csv_format)
+        yield from _read_series(path, scorer.series, chunk_rows, csv_format, time_order)
         return
     spec = scorer.table
     if spec is None or Path(path).suffix.lower() not in TABLE_SUFFIXES:
@@ -158,7 +164,7 @@ def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, a
         done += table.num_rows
 
 
-def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat):
+def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat, time_order: str):
     """(window rows, ID columns) chunks of a series file for a window model: each input row's window
     of the W steps ending at its timestamp (:class:`vae_anomaly.deploy.series.Windower`, which
     carries the last W − 1 steps across chunks), and its time and ID columns as read."""
@@ -166,7 +172,7 @@ def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat):
         raise InputValidationError(f"{path}: a window model scores a series table (.csv or .parquet) with its "
                                    f"time column {spec['time_column']!r}.")
     windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=str(path),
-                               time_column=spec["time_column"])
+                               time_column=spec["time_column"], time_order=time_order)
     done = 0
     columns = [*spec["id_columns"], *spec["metrics"]]
     for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec), columns=columns):
@@ -176,6 +182,9 @@ def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat):
     if windower.inserted:
         warnings.warn(f"{path}: {windower.inserted} missing time steps (gaps) were inserted as missing values "
                       "and left out of the windows' likelihood.")
+    if windower.out_of_order:
+        warnings.warn(f"{path}: {windower.out_of_order} rows whose timestamp repeats or goes back were taken in file "
+                      "order, each as the step after the row before it (--time-order as-read).")
 
 
 def sample_file(model: str | os.PathLike, output: str | os.PathLike, n: int | None = None, *, seed: int = 0,

@@ -7,7 +7,9 @@ Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018).
 
 * **Time column**: ``time_column``, else a column named ``timestamp`` or ``time``, else the one
   date/time column. Timestamps must increase strictly: a repeated or earlier timestamp stops with
-  its row named.
+  its row named. With ``time_order="as-read"`` such a row is taken, in file order, as the step after
+  the row before it (for logs whose clock repeats an hour at a daylight-saving change or steps
+  back), and the rows so taken are counted.
 * **Step and gaps**: the step is the median difference between consecutive timestamps; a longer
   difference is a gap of round(difference / step) − 1 missing steps, inserted as missing values
   (NaN), never glued together. The model leaves missing values out of the likelihood (masked).
@@ -30,6 +32,8 @@ from .tables import load_pyarrow
 
 #: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
 DEFAULT_WINDOW = 64
+#: how rows whose timestamp repeats or goes back are treated: refused, or taken in file order
+TIME_ORDERS = ("strict", "as-read")
 _TIME_NAMES = ("timestamp", "time")
 
 
@@ -87,19 +91,31 @@ def check_order(t: np.ndarray, name: str, time_column: str, first_row: int = 0, 
         r = first_row + int(bad[0]) + (1 if previous is None else 0)
         what = "repeats the previous timestamp" if full[bad[0] + 1] == full[bad[0]] else "is earlier than the previous row"
         raise InputValidationError(f"{name}: column {time_column!r}, data row {r}, {what}; expected strictly "
-                                   "increasing timestamps. Sort the rows and drop duplicates.")
+                                   "increasing timestamps. Sort the rows and drop duplicates, or pass --time-order "
+                                   "as-read to take the rows in file order.")
+
+
+def out_of_order(t: np.ndarray, previous: int | None = None) -> int:
+    """How many timestamps repeat or go back from the one before them (the chunk's first row is
+    compared with ``previous``, the last timestamp of the chunk before, if any)."""
+    full = t if previous is None else np.concatenate([[previous], t])
+    return int(np.count_nonzero(np.diff(full) <= 0))
 
 
 def infer_step(t: np.ndarray, name: str) -> int:
-    """The series' step in nanoseconds: the median difference between consecutive timestamps.
+    """The series' step in nanoseconds: the median of the positive differences between consecutive
+    timestamps.
 
     Raises
     ------
-    InputValidationError : fewer than two timestamps.
+    InputValidationError : fewer than two distinct timestamps.
     """
-    if t.size < 2:
-        raise InputValidationError(f"{name}: {t.size} timestamps; expected at least 2 to learn the series' step.")
-    return int(np.median(np.diff(t)))
+    diffs = np.diff(t)
+    diffs = diffs[diffs > 0]
+    if diffs.size == 0:
+        raise InputValidationError(f"{name}: {np.unique(t).size} distinct timestamps; expected at least 2 to learn "
+                                   "the series' step.")
+    return int(np.median(diffs))
 
 
 def positions(t: np.ndarray, step: int, previous_t: int | None = None, previous_pos: int = -1) -> np.ndarray:
@@ -191,13 +207,20 @@ class Windower:
     window : W, the time steps a window holds.
     step : the series' step, nanoseconds.
     name, time_column : for error messages.
+    time_order : "strict" refuses a timestamp that repeats or goes back; "as-read" takes such a row as
+        the step after the row before it and counts it in ``out_of_order``.
 
     The state (the last W − 1 steps, the last timestamp) carries over from one :meth:`add` to the
     next, so the windows do not depend on how the series is chunked.
     """
 
-    def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp"):
+    def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp",
+                 time_order: str = "strict"):
+        if time_order not in TIME_ORDERS:
+            raise InputValidationError(f"--time-order: got {time_order!r}; expected one of {', '.join(TIME_ORDERS)}.")
         self.window, self.step, self.name, self.time_column = int(window), int(step), name, time_column
+        self.time_order = time_order
+        self.out_of_order = 0
         self.positions = np.empty(0, np.int64)  # the step index of each row of the last chunk
         self.last_t: int | None = None
         self.last_pos = -1
@@ -210,7 +233,8 @@ class Windower:
 
         Parameters
         ----------
-        t : int64 (n,) timestamps in nanoseconds, strictly increasing (also across chunks).
+        t : int64 (n,) timestamps in nanoseconds, strictly increasing (also across chunks) unless
+            ``time_order`` is "as-read".
         values : float64 (n, d), NaN for missing values.
 
         Returns
@@ -220,11 +244,14 @@ class Windower:
 
         Raises
         ------
-        InputValidationError : timestamps that repeat or go back.
+        InputValidationError : timestamps that repeat or go back (``time_order`` "strict").
         """
         n, d = values.shape
         w = self.window
-        check_order(t, self.name, self.time_column, self.rows, self.last_t)
+        if self.time_order == "strict":
+            check_order(t, self.name, self.time_column, self.rows, self.last_t)
+        else:
+            self.out_of_order += out_of_order(t, self.last_t)
         if self.tail is None:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:
@@ -244,7 +271,7 @@ class Windower:
 
 
 def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | None = None, name: str = "X",
-                min_val: int = 5) -> tuple[np.ndarray, np.ndarray, dict]:
+                min_val: int = 5, time_order: str = "strict") -> tuple[np.ndarray, np.ndarray, dict]:
     """Training and calibration windows of a series, and its spec with the step filled in.
 
     Known anomalous points (``labels`` == 1, one label per row) become missing values, so they are
@@ -253,7 +280,8 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     ``val_fraction`` of them, a block at the end of the training period: windows of one series are
     not exchangeable, so a random split would calibrate on windows interleaved with (and
     overlapping) the training windows. W − 1 windows between the two blocks are dropped, so that no
-    calibration window shares a time step with a training window.
+    calibration window shares a time step with a training window. ``time_order`` is as in
+    :class:`Windower`.
 
     Returns
     -------
@@ -261,7 +289,8 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
 
     Raises
     ------
-    InputValidationError : labels of the wrong length or not 0/1; too short a series.
+    InputValidationError : labels of the wrong length or not 0/1; too short a series; timestamps
+        that repeat or go back under ``time_order`` "strict".
     """
     t, values = table_values(table, spec, name=name)
     if labels is not None:
@@ -271,7 +300,7 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
                                        f"{name} ({values.shape[0]}).")
         values = np.where(labels[:, None] == 1, np.nan, values)
     step = infer_step(t, name)
-    windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"])
+    windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"], time_order=time_order)
     windows = windower.add(t, values)
     w = spec["window"]
     usable = windows[windower.positions >= w - 1]           # rows with W − 1 steps before them
@@ -283,4 +312,6 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
             f"{n_val + w} ({n_val} to calibrate on, {w - 1} between the blocks, one to train on). Use a longer "
             "series or a smaller --window.")
     out = {**spec, "step_seconds": step / 1e9, "inserted_steps": int(windower.inserted)}
+    if windower.out_of_order:
+        out["out_of_order_rows"] = windower.out_of_order
     return usable[:n_train], usable[-n_val:], out

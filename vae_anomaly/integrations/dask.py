@@ -21,6 +21,7 @@ import pandas as pd
 from ..deploy import series
 from ..deploy.scorer import Scorer
 from ..deploy.tables import as_table
+from ..errors import InputValidationError
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()
@@ -67,7 +68,7 @@ def _score_partition(df: pd.DataFrame, model_path: str, columns: list | None, id
     return out
 
 
-def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = None):
+def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = None, *, time_order: str = "strict"):
     """Scores, conformal p-values and flags (``--threshold auto``) of a dask DataFrame's rows.
 
     Parameters
@@ -77,6 +78,9 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
         categorical features). For a positional model: numeric columns, in the model's order.
     model_path : a model file readable by every worker (read here too, for its ID columns).
     columns : score only these columns (default: all).
+    time_order : a window model's rows whose timestamp repeats or goes back: "strict" refuses them,
+        "as-read" takes each as the step after the row before it
+        (:class:`vae_anomaly.deploy.series.Windower`).
 
     A window model (a metric series, :mod:`vae_anomaly.deploy.series`) scores the rows in order,
     each partition overlapping the previous one by W − 1 rows (``map_overlap``), so each row's window,
@@ -96,7 +100,10 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
     path = os.fspath(model_path)
     scorer = _scorer(path)
     if scorer.series is not None:
-        return _score_series(ddf, path, scorer.series)
+        return _score_series(ddf, path, scorer.series, time_order)
+    if time_order != "strict":
+        raise InputValidationError("time_order: the model was not fitted on a series (fit --window); its rows have "
+                                   "no time order.")
     spec = scorer.table
     ids = [c for c in (spec or {}).get("id_columns", []) if c in ddf.columns]
     meta = ddf._meta[ids].copy() if ids else pd.DataFrame(index=ddf._meta.index)
@@ -106,24 +113,24 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
     return ddf.map_partitions(_score_partition, path, None if columns is None else list(columns), ids, meta=meta)
 
 
-def _series_partition(df: pd.DataFrame, model_path: str, spec: dict) -> pd.DataFrame:
+def _series_partition(df: pd.DataFrame, model_path: str, spec: dict, time_order: str) -> pd.DataFrame:
     """Scores of a partition of a series, with the W − 1 rows before it prepended by ``map_overlap``
     (those rows are dropped from the result by Dask)."""
     scorer = _scorer(model_path)
     table = as_table(df.reset_index(drop=True), "dask partition")
     t, values = series.table_values(table, spec, name="dask partition")
     windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name="dask partition",
-                               time_column=spec["time_column"])
+                               time_column=spec["time_column"], time_order=time_order)
     res = scorer.predict(windower.add(t, values), name="dask partition")
     out = df[[c for c in spec["id_columns"] if c in df.columns]].copy()
     out["score"], out["p_value"], out["is_anomaly"] = res.scores, res.p_values, res.is_anomaly
     return out
 
 
-def _score_series(ddf, path: str, spec: dict):
+def _score_series(ddf, path: str, spec: dict, time_order: str):
     ids = [c for c in spec["id_columns"] if c in ddf.columns]
     meta = ddf._meta[ids].copy()
     meta["score"] = pd.Series(dtype=np.float32)
     meta["p_value"] = pd.Series(dtype=np.float64)
     meta["is_anomaly"] = pd.Series(dtype=bool)
-    return ddf.map_overlap(_series_partition, spec["window"] - 1, 0, path, spec, meta=meta)
+    return ddf.map_overlap(_series_partition, spec["window"] - 1, 0, path, spec, time_order, meta=meta)

@@ -28,7 +28,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              checkpoint_every: int = 10, resume: str | os.PathLike | None = None,
              progress: ProgressCallback | None = None, exclude=None, id_columns=None, categorical=None,
              csv_format: CsvFormat = DEFAULT_CSV, window: int | str | None = None, time_column: str | None = None,
-             labels: str | os.PathLike | None = None) -> dict:
+             labels: str | os.PathLike | None = None, time_order: str = "strict") -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
 
     Parameters
@@ -58,6 +58,9 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     time_column : the series' time column (default: ``timestamp``, ``time``, or the one date/time column).
     labels : a series' known anomalous points, one 0/1 label per row (a file :func:`read_matrix`
         reads): left out of the likelihood.
+    time_order : a series' rows whose timestamp repeats or goes back: "strict" refuses them,
+        "as-read" takes each as the step after the row before it (counted in the metadata's
+        ``series.out_of_order_rows``).
 
     Returns
     -------
@@ -80,7 +83,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     cfg = check_config(config or TrainConfig())
     X, X_val, table, series_spec = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
-        categorical=categorical, window=window, time_column=time_column, labels=labels)
+        categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order)
     C = read_matrix(condition, csv_format) if condition is not None else None
     C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
@@ -94,7 +97,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
 
 
 def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,
-                   window, time_column, labels):
+                   window, time_column, labels, time_order):
     """(X, X_val or None, table schema or None, series spec or None) read from the training files."""
     is_table = Path(normal_file).suffix.lower() in TABLE_SUFFIXES
     if window is not None:
@@ -107,10 +110,11 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
                                   time_column=time_column, exclude=exclude, id_columns=id_columns,
                                   name=str(normal_file))
         y = read_matrix(labels, csv_format) if labels is not None else None
-        X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file))
+        X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file),
+                                            time_order=time_order)
         return X, X_val, None, spec
-    if labels is not None or time_column is not None:
-        raise InputValidationError("--labels and --time-column belong to a series fit: add --window.")
+    if labels is not None or time_column is not None or time_order != "strict":
+        raise InputValidationError("--labels, --time-column and --time-order belong to a series fit: add --window.")
     if is_table:
         X, table = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
                                   categorical=categorical)
