@@ -27,7 +27,8 @@ Methods (higher score = more anomalous for all):
 
 * ``vae-anomaly`` -- the product's sliding-window feature: ``vae-anomaly fit train.csv --window W``
   (train.csv = the training part as ``timestamp,value``) then ``vae-anomaly score series.csv -m m.onnx
-  -o out.csv``; rows with an empty score (the first W-1) get the lowest score. Reported
+  -o out.csv``, both with ``--time-order as-read`` (4 series repeat an hour at a DST change or step
+  back; their rows are taken in file order); rows with an empty score (the first W-1) get the lowest score. Reported
   "not available" while ``vae-anomaly fit --help`` has no ``--window``.
 * ``vae-windows`` -- the same idea with today's product: the window matrix is built here and saved as
   .npy, ``vae-anomaly fit train.npy -o m.onnx --seed S --val-fraction F`` then ``vae-anomaly score
@@ -257,11 +258,12 @@ def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, lab
             extra = ["--labels", str(tmp / f"{tag}_labels.npy")]
     train.to_csv(tmp / f"{tag}_train.csv", index=False)
     model, out = tmp / f"{tag}.onnx", tmp / f"{tag}_out.csv"
+    # as distributed: 4 series repeat an hour at a DST change or step back; they are taken in file order
     t_fit, proc = cli("fit", str(tmp / f"{tag}_train.csv"), "--window", str(w), "-o", str(model),
-                      "--seed", str(seed), "-q", *extra)
+                      "--seed", str(seed), "--time-order", "as-read", "-q", *extra)
     if proc.returncode != 0:
         raise _fail("fit --window", proc)
-    t_sc, proc = cli("score", str(DATA / ser["key"]), "-m", str(model), "-o", str(out))
+    t_sc, proc = cli("score", str(DATA / ser["key"]), "-m", str(model), "-o", str(out), "--time-order", "as-read")
     if proc.returncode != 0:
         raise _fail("score", proc)
     res = pd.read_csv(out)
