@@ -322,6 +322,15 @@ def wins(per_series: dict, a: str, b: str, metric: str = "roc_auc") -> tuple[int
     return w, t, l
 
 
+def paired(per_series: dict, a: str, b: str, metric: str = "roc_auc") -> tuple[float, float]:
+    """(mean of a − b over the series both have, two-sided Wilcoxon signed-rank p-value)."""
+    from scipy.stats import wilcoxon
+
+    d = np.array([recs[a][metric] - recs[b][metric] for recs in per_series.values()
+                  if a in recs and b in recs and metric in recs[a] and metric in recs[b]])
+    return float(d.mean()), float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+
+
 def best_counts(per_series: dict, variants: list[str], metric: str = "roc_auc") -> dict[str, int]:
     """How many series each variant is the best of `variants` on (ties split to all tied)."""
     cnt = {v: 0 for v in variants}
@@ -529,12 +538,16 @@ def main() -> None:
     if len(vae_vars) > 1:
         comparisons["best_of_vae_windows_roc_auc"] = best_counts(per_series, vae_vars)
         comparisons["best_of_vae_windows_ap"] = best_counts(per_series, vae_vars, "ap")
-    for v in vae_vars:
+    product_vars = [v for v in summary if v.startswith("vae-anomaly W=") and "n_series" in summary[v]]
+    for v in vae_vars + product_vars:
         for base in ("knn", "iforest"):
             w = re.search(r"W=(\d+)", v)[1]
             b = f"{base} W={w}"
             if b in summary:
-                comparisons[f"{v} vs {b} (roc_auc win/tie/loss)"] = wins(per_series, v, b)
+                for metric in ("roc_auc", "ap"):
+                    comparisons[f"{v} vs {b} ({metric} win/tie/loss)"] = wins(per_series, v, b, metric)
+                    comparisons[f"{v} vs {b} ({metric} mean difference, Wilcoxon p)"] = paired(per_series, v, b,
+                                                                                               metric)
 
     print()
     print(markdown(summary, peers))
