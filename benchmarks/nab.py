@@ -389,6 +389,11 @@ def plot(ser: dict, curves: dict[str, tuple[np.ndarray, np.ndarray | None]], pat
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    from PIL import Image  # matplotlib's own dependency: a 64-colour palette makes the file 3-4 times smaller
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(64)
+    small.save(path, optimize=True)
 
 
 # ---------------------------------------------------------------------------------------------- main

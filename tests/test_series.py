@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -83,6 +84,18 @@ def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():
     assert val[-1, -1] == n - 1                                  # the block ends with the series
     assert train[:, -1].max() < val[:, 0].min()                 # no time step in both blocks
     assert np.isfinite(train).all() and len(val) == int(np.ceil(0.2 * (n - w + 1)))
+
+
+def test_a_series_that_leaves_fewer_training_windows_than_it_drops_warns():
+    t = np.arange(140) * STEP
+    table = pa.table({"timestamp": pa.array(t.astype("datetime64[ns]")), "value": np.sin(np.arange(140.0))})
+    spec = series.series_spec(table.schema, window=48)
+    with pytest.warns(UserWarning, match="93 full windows of 48 steps leave 27 to train on"):
+        train, val, _ = series.fit_windows(table, spec, val_fraction=0.2)
+    assert (len(train), len(val)) == (27, 19)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        series.fit_windows(table, series.series_spec(table.schema, window=8), val_fraction=0.2)
 
 
 def test_labelled_points_become_missing_values():

@@ -25,6 +25,8 @@ The metadata entry ``series`` records ``window`` (W), ``time_column``, ``step_se
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import InputValidationError
@@ -311,6 +313,10 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
             f"{name}: {values.shape[0]} rows give {usable.shape[0]} full windows of {w} steps; expected at least "
             f"{n_val + w} ({n_val} to calibrate on, {w - 1} between the blocks, one to train on). Use a longer "
             "series or a smaller --window.")
+    if n_train < w - 1:
+        warnings.warn(f"{name}: {usable.shape[0]} full windows of {w} steps leave {n_train} to train on ({n_val} "
+                      f"calibrate, {w - 1} between the blocks are dropped); a longer series or a smaller --window "
+                      "gives the model more to learn from.")
     out = {**spec, "step_seconds": step / 1e9, "inserted_steps": int(windower.inserted)}
     if windower.out_of_order:
         out["out_of_order_rows"] = windower.out_of_order
