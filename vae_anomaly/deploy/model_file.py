@@ -281,8 +281,8 @@ class ModelFile:
 
     def feature_terms(self, X, *, name: str = "X", condition=None,
                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-        """Per-feature reconstruction terms: −(1/L) Σ_l log N(x_j; μ_j(z_l), σ_j²(z_l)) + log scale_j for
-        a numeric column, −(1/L) Σ_l log p(x_c | z_l) for a categorical one.
+        """Per-feature reconstruction terms at the posterior mean z̄ = μ(x): −log N(x_j; μ_j(z̄), σ_j²(z̄))
+        + log scale_j for a numeric column, −log p(x_c | z̄) for a categorical one (docs/scores.md).
 
         Returns float32, shape (n_rows, n_feature_terms) (one per original column; n_features for a
         positional model), in nats; each row sums to its "recon-prob" score. Higher = that feature

@@ -54,7 +54,7 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
 def top_features(terms: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's k largest per-feature terms, most anomalous first; int (n_rows, k).
 
-    ``terms`` is ``ScoreResult.feature_terms``: −(1/L) Σ_l log N(x_j; μ_x,j(z_l), σ²_x,j), which sum
+    ``terms`` is ``ScoreResult.feature_terms``: −log N(x_j; μ_x,j(z̄), σ²_x,j) at the posterior mean z̄, which sum
     to the reconstruction score (see :mod:`vae_anomaly.training.scores`); a NaN/inf row ranks those columns first.
     """
     k = max(1, min(int(k), terms.shape[1]))
