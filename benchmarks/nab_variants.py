@@ -38,7 +38,7 @@ import nab  # benchmarks/nab.py, beside this script
 VARIANTS = ["neg-elbo", "recon", "last1", "last4", "last8", "last16", "max", "ne+last1", "knn", "iforest"]
 
 
-def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bool, tmp: Path) -> dict:
+def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bool, seed: int, tmp: Path) -> dict:
     from vae_anomaly.deploy.model_file import ModelFile
 
     ser = nab.load_series(key, windows)
@@ -53,7 +53,7 @@ def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bo
     shape = (-1, 1, 1, w) if conv else (-1, w)
     tag = re.sub(r"[^A-Za-z0-9]+", "_", key)
     np.save(tmp / f"{tag}_train.npy", X[:n_tr].reshape(shape))
-    t_fit, proc = nab.cli("fit", str(tmp / f"{tag}_train.npy"), "-o", str(tmp / f"{tag}.onnx"), "--seed", "0",
+    t_fit, proc = nab.cli("fit", str(tmp / f"{tag}_train.npy"), "-o", str(tmp / f"{tag}.onnx"), "--seed", str(seed),
                           "--val-fraction", f"{vf:.4f}", "-q", *(["--arch", "conv"] if conv else []), *fit_args)
     if proc.returncode:
         return {"error": (proc.stderr or proc.stdout)[-300:]}
@@ -63,7 +63,7 @@ def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bo
     scores = {"neg-elbo": ne, "recon": ft.sum(1), "last1": ft[:, -1], "last4": ft[:, -4:].sum(1),
               "last8": ft[:, -8:].sum(1), "last16": ft[:, -16:].sum(1), "max": ft.max(1),
               "ne+last1": ne / w + ft[:, -1], "knn": nab.knn_scores(X[:n_tr], X)[0],
-              "iforest": nab.iforest_scores(X[:n_tr], X, 0)}
+              "iforest": nab.iforest_scores(X[:n_tr], X, seed)}
     out = {v: nab.evaluate(ser, nab.expand(s, ser["n"], w), None) for v, s in scores.items()}
     out["fit_s"] = t_fit
     return out
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--input", choices=["values", "diff"], default="values", help="window the values or their "
                     "first differences (default: values)")
     ap.add_argument("--conv", action="store_true", help="fit --arch conv on windows shaped (1, 1, W)")
+    ap.add_argument("--seed", type=int, default=0, help="fit --seed (and IsolationForest's; default 0)")
     ap.add_argument("--jobs", type=int, default=2, help="fits at a time (default 2)")
     ap.add_argument("--cli-root", type=Path, help="run the CLI from this snapshot (as nab.py)")
     ap.add_argument("--write", help="write the per-series figures and means (JSON) here")
@@ -85,7 +86,8 @@ def main() -> None:
     all_windows = json.loads((nab.DATA / "combined_windows.json").read_text())
     keys = sorted(k for k, v in all_windows.items() if v)
     with tempfile.TemporaryDirectory(prefix="nab_variants_") as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        futs = {k: pool.submit(one, k, all_windows[k], args.window, fit_args, args.input, args.conv, Path(tmp))
+        futs = {k: pool.submit(one, k, all_windows[k], args.window, fit_args, args.input, args.conv, args.seed,
+                               Path(tmp))
                 for k in keys}
         per_series = {}
         for k, fut in futs.items():
