@@ -249,3 +249,53 @@ def test_a_bad_record_is_refused_with_one_line(table_server, edit, fragment):
     status, out = request(base, "/score", {"records": records})
     assert status == 422 and out["kind"] == "invalid_rows" and fragment in out["error"], out
     assert "\n" not in out["error"]
+
+
+@pytest.fixture(scope="module")
+def series_server(tmp_path_factory):
+    """(base URL, served model path, a series to score) of a window model (W = 8, a host ID column)."""
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from vae_anomaly.training.config import TrainConfig
+    from vae_anomaly.training.fit import fit_file
+
+    d = tmp_path_factory.mktemp("series_serve")
+    rng = np.random.default_rng(0)
+    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(400) * 5, unit="min")
+    frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "host": "web-1",
+                          "value": np.sin(np.arange(400) / 8) + 0.05 * rng.standard_normal(400)})
+    frame.iloc[:300].to_csv(d / "train.csv", index=False)
+    new = frame.iloc[300:].drop(index=[320, 321]).reset_index(drop=True)   # a gap of two steps
+    new.loc[50, "value"] += 3.0
+    fit_file(d / "train.csv", d / "fitted.onnx", window=8, id_columns="host",
+             config=TrainConfig(epochs=5, hidden=(16, 16), seed=0, prior_max_rows=0))
+    base, served, proc = _serve(d / "fitted.onnx", d)
+    yield base, served, new
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(series_server, tmp_path):
+    from vae_anomaly.deploy.batch import score_file
+
+    base, model, new = series_server
+    new.to_csv(tmp_path / "new.csv", index=False)
+    local = score_file(tmp_path / "new.csv", model, tmp_path / "out.csv")
+    records = new[["value", "timestamp", "host"]].to_dict("records")
+    status, out = request(base, "/score", {"records": records, "features": 1})
+    assert status == 200, out
+    np.testing.assert_array_equal(np.float32(out["scores"]), local.scores)
+    assert out["is_anomaly"] == local.is_anomaly.tolist()
+    assert out["ids"] == {"timestamp": new["timestamp"].tolist(), "host": new["host"].tolist()}
+    assert all(len(t) == 1 and t[0].startswith("value@t-") for t in out["top_features"])
+    status, from_csv = request(base, "/score", new.to_csv(index=False).encode(), "text/csv")
+    assert status == 200 and from_csv["scores"] == out["scores"] and from_csv["ids"] == out["ids"], from_csv
+
+    repeated = [*records[:10], records[9], *records[10:]]              # an hour logged twice
+    status, refused = request(base, "/score", {"records": repeated})
+    assert status == 422 and "data row 10, repeats the previous timestamp" in refused["error"]
+    status, as_read = request(base, "/score", {"records": repeated, "time_order": "as-read"})
+    assert status == 200 and len(as_read["scores"]) == len(repeated)
+    status, bad = request(base, "/score", {"records": records, "time_order": "sorted"})
+    assert status == 400 and "time_order" in bad["error"]

@@ -10,7 +10,9 @@ Endpoints: ``POST /score`` (JSON ``{"rows": [[...], ...]}`` or ``{"records": [{c
 
 Records and CSV columns are matched to a model fitted on a table by name (in any order; other
 columns ignored); the answer carries the model's ID columns the body has (``"ids"``) and, on
-request, each row's most anomalous features by name (``"top_features"``).
+request, each row's most anomalous features by name (``"top_features"``). A window model (a metric
+series) scores records or a CSV body as a series of its own: one score per row, the window ending
+at its timestamp (:mod:`vae_anomaly.deploy.series`).
 
 Status codes: 400 malformed body, 413 body or row count over the limit, 415 unknown content type,
 422 rows that do not fit the model: wrong width, non-finite or missing values, a missing column,
@@ -41,7 +43,7 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from ..deploy import schema, tables
+from ..deploy import schema, series, tables
 from ..deploy.io import parse_matrix_bytes
 from ..deploy.monitoring import top_features
 from ..deploy.scorer import Scorer
@@ -118,7 +120,7 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
     """Body -> (form, payload, options): form "rows" with an ndarray (JSON rows, ``.npy``),
     "records" with a list of dicts, or "csv" with the body's bytes (read against the serving
     model by :func:`_score`). Raises HTTPError 400 for a malformed body, 413 for too many rows."""
-    options = {k: params[k] for k in ("alpha", "threshold", "score", "features") if k in params}
+    options = {k: params[k] for k in ("alpha", "threshold", "score", "features", "time_order") if k in params}
     if kind == "csv":
         return "csv", body, options
     if kind == "json":
@@ -130,7 +132,8 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
         if len(forms) != 1:
             raise HTTPError(400, "malformed", 'request body: expected a JSON object {"rows": [[...], ...]} or '
                                               '{"records": [{"column": value, ...}, ...]} (one of the two).')
-        options.update({k: doc[k] for k in ("alpha", "threshold", "score", "condition", "features") if k in doc})
+        options.update({k: doc[k] for k in ("alpha", "threshold", "score", "condition", "features", "time_order")
+                        if k in doc})
         rows = doc[forms[0]]
         if len(rows) > max_rows:
             raise HTTPError(413, "too_large", f"request body: {len(rows)} rows; the limit is {max_rows}.")
@@ -207,10 +210,10 @@ def _records_table(records: list[dict], spec: dict | None, label: str):
     return pa.table(columns)
 
 
-def _csv_table(body: bytes, spec: dict | None, label: str):
+def _csv_table(body: bytes, spec: dict | None, label: str, types: dict | None = None):
     """A CSV body (header row, ``,``-delimited) as a pyarrow Table; a table model's categorical
     features and ID columns are read as text, as ``vae-anomaly score`` reads a file (a category or
-    an ID such as ``007`` is kept as written).
+    an ID such as ``007`` is kept as written). ``types`` ({column: pyarrow type}) replaces those.
 
     Raises
     ------
@@ -219,9 +222,10 @@ def _csv_table(body: bytes, spec: dict | None, label: str):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    types = {} if spec is None else {c: pa.string() for c in
-                                     [f["name"] for f in spec["features"] if f["kind"] != "numeric"]
-                                     + list(spec["id_columns"])}
+    if types is None:
+        types = {} if spec is None else {c: pa.string() for c in
+                                         [f["name"] for f in spec["features"] if f["kind"] != "numeric"]
+                                         + list(spec["id_columns"])}
     fmt = tables.CsvFormat(delimiter=",")
     try:
         return pcsv.read_csv(pa.BufferReader(body), read_options=pcsv.ReadOptions(block_size=1 << 20),
@@ -257,8 +261,39 @@ def _top_k(value) -> int:
     raise HTTPError(400, "malformed", f"features: got {str(value)[:40]!r}; expected an integer >= 0.")
 
 
-def _score(scorer: Scorer, form: str, payload, max_rows: int, **predict):
-    """(ScoreResult, ids) of a parsed body (see :func:`_parse_request`); run in a worker thread.
+def _series_windows(scorer: Scorer, form: str, payload, time_order: str) -> tuple[np.ndarray, dict | None]:
+    """A window model's body (a CSV table, or records, of its time column, metrics and ID columns)
+    as window rows, one per body row (:class:`~vae_anomaly.deploy.series.Windower`: the body is a
+    series of its own, so its first W − 1 rows have padded windows), and its ID columns as sent.
+
+    Raises
+    ------
+    InputValidationError : a missing time column, an unreadable timestamp, text in a metric,
+        timestamps that repeat or go back under ``time_order`` "strict".
+    """
+    import pyarrow as pa
+
+    spec = scorer.series
+    if form == "csv":
+        table, name = payload, "request body"
+        ids = {c: table.column(c).to_pylist() for c in spec["id_columns"] if c in table.column_names}
+    else:
+        name, cache = "request records", {}
+        table = _records_table(payload, schema.positional(spec["metrics"]), name)
+        present = set().union(*payload) if payload else set()
+        for c in spec["id_columns"]:
+            if c in present:
+                table = table.append_column(c, pa.array([_text(r.get(c), cache) for r in payload], pa.string()))
+        ids = {c: [r.get(c) for r in payload] for c in spec["id_columns"] if c in present}
+    t, values = series.table_values(table, spec, name=name)
+    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=name,
+                               time_column=spec["time_column"], time_order=time_order)
+    return windower.add(t, values), ids or None
+
+
+def _score(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = "strict", **predict):
+    """(ScoreResult, ids) of a parsed body (see :func:`_parse_request`); run in a worker thread. A
+    window model scores a CSV or records body as a series (:func:`_series_windows`).
 
     Raises
     ------
@@ -267,13 +302,17 @@ def _score(scorer: Scorer, form: str, payload, max_rows: int, **predict):
     ids, spec = None, scorer.table
     if form == "csv":
         try:
-            X = _csv_table(payload, spec, "request body")
+            X = _csv_table(payload, spec, "request body",
+                           types=None if scorer.series is None else series.read_types(scorer.series))
         except InputValidationError as e:
             raise HTTPError(400, "malformed", str(e)) from None
         if X.num_rows > max_rows:
             raise HTTPError(413, "too_large", f"request body: {X.num_rows} rows; the limit is {max_rows}.")
         ids, name = _ids(X, None, spec), "request body"
     try:
+        if scorer.series is not None and form != "rows":
+            X, ids = _series_windows(scorer, form, X if form == "csv" else payload, time_order)
+            return scorer.predict(X, name="request body" if form == "csv" else "request records", **predict), ids
         if form == "records":
             name = "request records"
             X = _records_table(payload, spec, name) if payload or spec else np.empty((0, scorer.n_features))
@@ -356,7 +395,12 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
             except (TypeError, ValueError):
                 raise HTTPError(400, "malformed", "threshold: expected 'auto' or a number; alpha: a number.") from None
             k = _top_k(options.get("features"))
-            result, ids = await run_in_threadpool(_score, scorer, form, payload, max_rows, score=options.get("score"),
+            time_order = options.get("time_order", "strict")
+            if time_order not in series.TIME_ORDERS:
+                raise HTTPError(400, "malformed", f"time_order: got {time_order!r}; expected one of "
+                                                  f"{', '.join(series.TIME_ORDERS)}.")
+            result, ids = await run_in_threadpool(_score, scorer, form, payload, max_rows, time_order,
+                                                  score=options.get("score"),
                                                   threshold=threshold, alpha=alpha,
                                                   condition=options.get("condition"), feature_terms=k > 0)
         except HTTPError as e:
