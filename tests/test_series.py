@@ -195,3 +195,13 @@ def test_dask_scores_a_series_like_local_scoring(work):
     np.testing.assert_array_equal(out["score"].to_numpy(), local["score"].to_numpy(np.float32))
     assert out["timestamp"].tolist() == test["timestamp"].tolist()
     assert Scorer(work / "model.onnx").metadata["series"]["window"] == 12
+    # a clock stepping back at row 300: refused, or taken as read with the same scores as local scoring
+    back = test.assign(timestamp=pd.concat([test["timestamp"][:300], (pd.to_datetime(test["timestamp"][300:])
+                                            - pd.Timedelta(minutes=55)).dt.strftime("%Y-%m-%d %H:%M:%S")]))
+    back.to_csv(work / "dask_back.csv", index=False)
+    local = pd.read_csv(io.StringIO(run(work, "score", "dask_back.csv", "--time-order", "as-read").stdout))
+    ddf = dd.from_pandas(back, npartitions=7)
+    out = score_dataframe(ddf, work / "model.onnx", time_order="as-read").compute(scheduler="synchronous")
+    np.testing.assert_array_equal(out["score"].to_numpy(), local["score"].to_numpy(np.float32))
+    with pytest.raises(InputValidationError, match="is earlier than the previous row"):
+        score_dataframe(ddf, work / "model.onnx").compute(scheduler="synchronous")
