@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import io
 import json
 import os
 import platform
@@ -387,13 +388,12 @@ def plot(ser: dict, curves: dict[str, tuple[np.ndarray, np.ndarray | None]], pat
             for a, b in zip(starts, ends):
                 ax.axvspan(a, b, color="orange", alpha=0.3, lw=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     from PIL import Image  # matplotlib's own dependency: a 64-colour palette makes the file 3-4 times smaller
 
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(64)
-    small.save(path, optimize=True)
+    Image.open(buffer).convert("RGB").quantize(64).save(path, optimize=True)
 
 
 # ---------------------------------------------------------------------------------------------- main

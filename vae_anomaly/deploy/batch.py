@@ -171,8 +171,7 @@ def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat, time_
     if Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise InputValidationError(f"{path}: a window model scores a series table (.csv or .parquet) with its "
                                    f"time column {spec['time_column']!r}.")
-    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=str(path),
-                               time_column=spec["time_column"], time_order=time_order)
+    windower = series.Windower.for_model(spec, name=str(path), time_order=time_order)
     done = 0
     columns = [*spec["id_columns"], *spec["metrics"]]
     for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec), columns=columns):

@@ -85,23 +85,21 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np
     return ts.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _not_increasing(t: np.ndarray, previous: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(the timestamps with ``previous`` in front when given, the indices i where full[i + 1] <= full[i])."""
+    full = t if previous is None else np.concatenate([[previous], t])
+    return full, np.flatnonzero(np.diff(full) <= 0)
+
+
 def check_order(t: np.ndarray, name: str, time_column: str, first_row: int = 0, previous: int | None = None) -> None:
     """Refuse timestamps that repeat or go back, naming the first such row."""
-    full = t if previous is None else np.concatenate([[previous], t])
-    bad = np.flatnonzero(np.diff(full) <= 0)
+    full, bad = _not_increasing(t, previous)
     if bad.size:
         r = first_row + int(bad[0]) + (1 if previous is None else 0)
         what = "repeats the previous timestamp" if full[bad[0] + 1] == full[bad[0]] else "is earlier than the previous row"
         raise InputValidationError(f"{name}: column {time_column!r}, data row {r}, {what}; expected strictly "
                                    "increasing timestamps. Sort the rows and drop duplicates, or pass --time-order "
                                    "as-read to take the rows in file order.")
-
-
-def out_of_order(t: np.ndarray, previous: int | None = None) -> int:
-    """How many timestamps repeat or go back from the one before them (the chunk's first row is
-    compared with ``previous``, the last timestamp of the chunk before, if any)."""
-    full = t if previous is None else np.concatenate([[previous], t])
-    return int(np.count_nonzero(np.diff(full) <= 0))
 
 
 def infer_step(t: np.ndarray, name: str) -> int:
@@ -230,6 +228,12 @@ class Windower:
         self.rows = 0
         self.inserted = 0
 
+    @classmethod
+    def for_model(cls, spec: dict, *, name: str = "X", time_order: str = "strict") -> Windower:
+        """The Windower of a window model's ``series`` metadata (its W, step and time column)."""
+        return cls(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=name,
+                   time_column=spec["time_column"], time_order=time_order)
+
     def add(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The window rows of the chunk's input rows.
 
@@ -253,7 +257,7 @@ class Windower:
         if self.time_order == "strict":
             check_order(t, self.name, self.time_column, self.rows, self.last_t)
         else:
-            self.out_of_order += out_of_order(t, self.last_t)
+            self.out_of_order += _not_increasing(t, self.last_t)[1].size
         if self.tail is None:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:

@@ -119,8 +119,7 @@ def _series_partition(df: pd.DataFrame, model_path: str, spec: dict, time_order:
     scorer = _scorer(model_path)
     table = as_table(df.reset_index(drop=True), "dask partition")
     t, values = series.table_values(table, spec, name="dask partition")
-    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name="dask partition",
-                               time_column=spec["time_column"], time_order=time_order)
+    windower = series.Windower.for_model(spec, name="dask partition", time_order=time_order)
     res = scorer.predict(windower.add(t, values), name="dask partition")
     out = df[[c for c in spec["id_columns"] if c in df.columns]].copy()
     out["score"], out["p_value"], out["is_anomaly"] = res.scores, res.p_values, res.is_anomaly

@@ -276,19 +276,16 @@ def _series_windows(scorer: Scorer, form: str, payload, time_order: str) -> tupl
     spec = scorer.series
     if form == "csv":
         table, name = payload, "request body"
-        ids = {c: table.column(c).to_pylist() for c in spec["id_columns"] if c in table.column_names}
+        ids = _ids(table, None, spec)
     else:
-        name, cache = "request records", {}
+        name, time = "request records", spec["time_column"]
         table = _records_table(payload, schema.positional(spec["metrics"]), name)
-        present = set().union(*payload) if payload else set()
-        for c in spec["id_columns"]:
-            if c in present:
-                table = table.append_column(c, pa.array([_text(r.get(c), cache) for r in payload], pa.string()))
-        ids = {c: [r.get(c) for r in payload] for c in spec["id_columns"] if c in present}
+        if any(time in r for r in payload):
+            table = table.append_column(time, pa.array([_text(r.get(time), {}) for r in payload], pa.string()))
+        ids = _ids(None, payload, spec)
     t, values = series.table_values(table, spec, name=name)
-    windower = series.Windower(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=name,
-                               time_column=spec["time_column"], time_order=time_order)
-    return windower.add(t, values), ids or None
+    windower = series.Windower.for_model(spec, name=name, time_order=time_order)
+    return windower.add(t, values), ids
 
 
 def _score(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = "strict", **predict):
