@@ -1,5 +1,5 @@
-"""The fit loop: AdamW on the negative ELBO, early stopping on the validation negative ELBO,
-checkpoints every few epochs, resume from one.
+"""The fit loop: AdamW (:class:`~vae_anomaly.training.optim.FlatAdamW`) on the negative ELBO, early
+stopping on the validation negative ELBO, checkpoints every few epochs, resume from one.
 
 The data live on the device as one tensor sliced per batch (no DataLoader); the training loss is
 summed on the device, with no host sync per step. The best state by the validation criterion
@@ -21,6 +21,7 @@ from ..errors import TrainingError
 from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from .config import ProgressCallback, TrainConfig, auto_epochs
 from .model import VAE
+from .optim import FlatAdamW
 from .scores import ScoreGraph, training_loss
 
 
@@ -92,9 +93,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
     n = xt.shape[0]
     max_epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(n, cfg)
     patience = cfg.patience if cfg.patience is not None else max(10, max_epochs // 4)
-    # the fused kernel (one pass over each parameter) halves the optimizer's share of a step on the CPU
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=device.type in ("cpu", "cuda"))
+    opt = FlatAdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     best, best_epoch, best_state, first_epoch = math.inf, 0, None, 1
     if state is not None:
@@ -118,7 +117,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
             batch = xt[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = step_loss(vae, batch, beta, None if ct is None else ct[idx], cfg.free_bits)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.detach().float() * batch.shape[0]
