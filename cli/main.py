@@ -201,7 +201,7 @@ def fit(
              "e.g. 128,128, score faster.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = 0,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
-    batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = 256,
     precision: Annotated[Precision, typer.Option(
         help="Training arithmetic: auto = bf16 autocast on CUDA, float32 on the CPU.")] = Precision.auto,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,

@@ -165,13 +165,14 @@ def test_training_is_seeded(cardio):
         assert torch.equal(va, vb), ka
 
 
-@pytest.mark.parametrize("n_train", [1, 100, 1_000, 12_000, 20_000, 30_000, 200_000, 3_000_000])
+@pytest.mark.parametrize("n_train", [1, 100, 300, 1_000, 12_000, 20_000, 30_000, 200_000, 3_000_000])
 def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
-    """The fewest epochs reaching about target_steps steps, within [min_epochs, 2000], capped by max_steps."""
+    """The fewest epochs reaching about target_steps steps of batch_size rows, within [min_epochs,
+    2000], capped by max_steps; a step counts n_train / batch_size when the rows are fewer."""
     from vae_anomaly.training.config import TrainConfig, auto_epochs
 
     cfg = TrainConfig()
-    steps_per_epoch = -(-n_train // cfg.batch_size)
+    steps_per_epoch = n_train / cfg.batch_size
     epochs = auto_epochs(n_train, cfg)
     assert 1 <= epochs <= 2000
     steps = epochs * steps_per_epoch
@@ -184,6 +185,10 @@ def test_auto_epochs_gives_the_step_budget_within_the_epoch_bounds(n_train):
         assert cfg.min_epochs * steps_per_epoch > cfg.max_steps
     elif n_train > cfg.batch_size * cfg.target_steps / cfg.min_epochs:  # large data get min_epochs passes
         assert epochs == cfg.min_epochs
+    # the same rows through the network whatever the batch size, below the floor and the cap
+    half = TrainConfig(batch_size=cfg.batch_size // 2, target_steps=2 * cfg.target_steps,
+                       max_steps=2 * cfg.max_steps)
+    assert auto_epochs(n_train, half) == epochs
 
 
 WIDTHS = [1, 3, 7, 40]
