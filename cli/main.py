@@ -193,23 +193,23 @@ def fit(
              "by name when scoring) or a matrix (.npy rows or images (N, H, W) / (N, C, H, W), .npz array X).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the model.")] = Path("model.onnx"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Separate validation/calibration rows.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(help="Share of rows held out for early stopping and calibration.")] = TrainConfig.val_fraction,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto from the data size).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Latent size (default: ceil(d/4) in [2, 16]).")] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help="Hidden layer widths, comma-separated (default 256,256,256 for tables); smaller models, "
              "e.g. 128,128, score faster.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = TrainConfig.seed,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
-    batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = TrainConfig.batch_size,
     precision: Annotated[Precision, typer.Option(
         help="Training arithmetic: auto = bf16 autocast on CUDA, float32 on the CPU.")] = Precision.auto,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
     alpha: Annotated[float, typer.Option(help="False-alarm rate of --threshold auto, stored in the model.")] = 0.01,
-    beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = 1.0,
-    kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = 0,
+    beta: Annotated[float, typer.Option(help="Weight of the KL term (1 = the ELBO).")] = TrainConfig.beta,
+    kl_warmup: Annotated[int, typer.Option(help="Epochs of linear KL warm-up (0 = off).")] = TrainConfig.kl_warmup,
     free_bits: Annotated[float, typer.Option(
-        help="Nats per latent dimension of KL left unpenalized (free bits; 0 = off).")] = 0.0,
+        help="Nats per latent dimension of KL left unpenalized (free bits; 0 = off).")] = TrainConfig.free_bits,
     arch: Annotated[Arch, typer.Option(
         help="auto = convolutional for images (N, H, W) / (N, C, H, W), else MLP.")] = Arch.auto,
     prior_max_rows: Annotated[int, typer.Option(

@@ -85,9 +85,7 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     conds = read_matrix(condition, csv_format) if condition is not None else None
     # a missing, needless or malformed condition file fails before any output is written
     conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
-    if time_order != "strict" and scorer.series is None:
-        raise InputValidationError("--time-order: the model was not fitted on a series (fit --window); its rows "
-                                   "have no time order.")
+    series.check_time_order(time_order, series_model=scorer.series is not None)
     fmt = output_format(output)
     for path in (output, summary_json):
         if path is not None:

@@ -85,6 +85,21 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np
     return ts.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def check_time_order(time_order: str, *, series_model: bool = True) -> None:
+    """Refuse a ``time_order`` that is not one of :data:`TIME_ORDERS`, or other than "strict" for a
+    model that was not fitted on a series (its rows have no time order).
+
+    Raises
+    ------
+    InputValidationError : either case, naming ``--time-order``.
+    """
+    if time_order not in TIME_ORDERS:
+        raise InputValidationError(f"--time-order: got {time_order!r}; expected one of {', '.join(TIME_ORDERS)}.")
+    if time_order != "strict" and not series_model:
+        raise InputValidationError("--time-order: the model was not fitted on a series (fit --window); its rows "
+                                   "have no time order.")
+
+
 def _not_increasing(t: np.ndarray, previous: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(the timestamps with ``previous`` in front when given, the indices i where full[i + 1] <= full[i])."""
     full = t if previous is None else np.concatenate([[previous], t])
@@ -216,8 +231,7 @@ class Windower:
 
     def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp",
                  time_order: str = "strict"):
-        if time_order not in TIME_ORDERS:
-            raise InputValidationError(f"--time-order: got {time_order!r}; expected one of {', '.join(TIME_ORDERS)}.")
+        check_time_order(time_order)
         self.window, self.step, self.name, self.time_column = int(window), int(step), name, time_column
         self.time_order = time_order
         self.out_of_order = 0

@@ -21,7 +21,6 @@ import pandas as pd
 from ..deploy import series
 from ..deploy.scorer import Scorer
 from ..deploy.tables import as_table
-from ..errors import InputValidationError
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()
@@ -95,15 +94,14 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
     Raises
     ------
     InputValidationError : (when computed) a missing feature column, text in a numeric column, a
-        missing or non-finite value (column named).
+        missing or non-finite value (column named); (at once) a ``time_order`` not in
+        :data:`~vae_anomaly.deploy.series.TIME_ORDERS`, or "as-read" for a model not fitted on a series.
     """
     path = os.fspath(model_path)
     scorer = _scorer(path)
+    series.check_time_order(time_order, series_model=scorer.series is not None)
     if scorer.series is not None:
         return _score_series(ddf, path, scorer.series, time_order)
-    if time_order != "strict":
-        raise InputValidationError("time_order: the model was not fitted on a series (fit --window); its rows have "
-                                   "no time order.")
     spec = scorer.table
     ids = [c for c in (spec or {}).get("id_columns", []) if c in ddf.columns]
     meta = ddf._meta[ids].copy() if ids else pd.DataFrame(index=ddf._meta.index)
