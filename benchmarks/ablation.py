@@ -17,6 +17,10 @@ epochs run. Workers: ``--jobs`` processes with one math thread each, as ``vae-an
     python benchmarks/ablation.py run ../shared/datasets --config '{"target_steps": 2000}' -o a.jsonl
     python benchmarks/ablation.py compare a.jsonl:L16+prior benchmarks/results/benchmark.json:vae
     python benchmarks/ablation.py compare a.jsonl:mean a.jsonl:L16
+    python benchmarks/ablation.py choose a.jsonl:mean a.jsonl:mean+prior@1024 a.jsonl:mean+prior --kind cost
+
+``mean+prior@M`` reads the prior up to M training rows off the records (mean+prior where a record
+has at most M training rows, mean above).
 
 ``compare A B`` pairs two variants on the (dataset, seed) pairs they share (a ``benchmark.json``
 record set is read by its method name) and prints the mean ROC-AUC of each, the mean per-dataset
@@ -124,14 +128,94 @@ def run(args) -> None:
 
 
 def _load(spec: str) -> dict:
-    """'FILE:VARIANT' -> {(dataset, seed): (roc_auc, fit_seconds)}."""
-    path, _, variant = spec.rpartition(":")
-    if path.endswith(".json"):
-        recs = json.load(open(path))["results"]
-        return {(r["dataset"], r["seed"]): (r["roc_auc"], r.get("fit_seconds", np.nan))
-                for r in recs if r["method"] == variant}
-    with open(path) as f:
-        return {(r["dataset"], r["seed"]): (r[variant]["roc_auc"], r["fit_seconds"]) for r in map(json.loads, f)}
+    """'FILE:VARIANT[,FILE:VARIANT...]' -> {(dataset, seed): (roc_auc, fit_seconds)}; with several
+    sources, a (dataset, seed) pair is taken from the first that has it."""
+    out: dict = {}
+    for part in reversed(spec.split(",")):
+        path, _, variant = part.rpartition(":")
+        if path.endswith(".json"):
+            recs = json.load(open(path))["results"]
+            out.update({(r["dataset"], r["seed"]): (r["roc_auc"], r.get("fit_seconds", np.nan))
+                        for r in recs if r["method"] == variant})
+        else:
+            with open(path) as f:
+                out.update({(r["dataset"], r["seed"]): (r[_variant(variant, r)]["roc_auc"], r["fit_seconds"])
+                            for r in map(json.loads, f)})
+    return out
+
+
+def _variant(variant: str, rec: dict) -> str:
+    """A record's variant; 'mean+prior@M' is the aggregate-posterior prior up to M training rows
+    (M <= PRIOR_MAX_ROWS): the record's mean+prior when it has at most M training rows, else mean."""
+    if variant.startswith("mean+prior@"):
+        return "mean+prior" if rec["n_train"] <= min(int(variant.split("@")[1]), PRIOR_MAX_ROWS) else "mean"
+    return variant
+
+
+#: the fixed seed of the protocol's two halves (README, "The protocol for defaults")
+HALVES_SEED = 29
+
+
+def halves(datasets: list[str]) -> tuple[list[str], list[str]]:
+    """The protocol's two halves of the datasets: the sorted names permuted by HALVES_SEED, the
+    first half (rounded down) and the rest."""
+    names = sorted(datasets)
+    order = np.random.default_rng(HALVES_SEED).permutation(len(names))
+    first = sorted(names[i] for i in order[: len(names) // 2])
+    return first, sorted(set(names) - set(first))
+
+
+def per_dataset(a: dict, b: dict) -> dict:
+    """{dataset: 3-seed mean of A − B} over the (dataset, seed) pairs A and B share."""
+    keys = sorted(set(a) & set(b))
+    return {d: float(np.mean([a[k][0] - b[k][0] for k in keys if k[0] == d])) for d in sorted({k[0] for k in keys})}
+
+
+def verdict(diffs: list[dict], kind: str) -> list[str]:
+    """The protocol's decision for candidates ``diffs`` (each {dataset: A − B}, A a candidate, B the
+    default) as report lines.
+
+    kind "saving" (each candidate is cheaper than the default): a candidate passes when no dataset
+    loses more than 0.01 and the mean does not drop, on all datasets; the best passing one is adopted.
+    kind "cost" (each candidate costs more): on each half, the candidate with the highest mean gain
+    is chosen (the default, when no candidate gains there) and must win on the other half, the
+    confirming one (one-sided Wilcoxon signed-rank over that half's per-dataset differences,
+    p < 0.05); it is adopted when both directions choose it and confirm it.
+    """
+    from scipy.stats import wilcoxon
+
+    h1, h2 = halves(list(diffs[0]))
+    lines = [f"halves (seed {HALVES_SEED}): H1 = {', '.join(h1)}", f"                 H2 = {', '.join(h2)}"]
+    if kind == "saving":
+        passing = []
+        for i, diff in enumerate(diffs):
+            worst = min(diff, key=diff.get)
+            mean = np.mean(list(diff.values()))
+            ok = diff[worst] >= -0.01 and mean >= 0
+            lines.append(f"candidate {i + 1}: mean {mean:+.4f} (H1 {np.mean([diff[d] for d in h1]):+.4f}, "
+                         f"H2 {np.mean([diff[d] for d in h2]):+.4f}), worst {worst} {diff[worst]:+.4f}: "
+                         + ("passes" if ok else "fails") + " the saving rule")
+            if ok:
+                passing.append((mean, i))
+        lines.append(f"verdict: adopt candidate {max(passing)[1] + 1}" if passing else "verdict: keep the default")
+        return lines
+    chosen = []
+    for pick, confirm, label in ((h1, h2, "H1 -> H2"), (h2, h1, "H2 -> H1")):
+        means = [np.mean([diff[d] for d in pick]) for diff in diffs]
+        best = int(np.argmax(means))
+        if means[best] <= 0:
+            lines.append(f"{label}: the default is best on the choosing half (best candidate {best + 1}: {means[best]:+.4f})")
+            chosen.append(None)
+            continue
+        gains = np.array([diffs[best][d] for d in confirm])
+        p = wilcoxon(gains, alternative="greater").pvalue if np.any(gains != 0) else 1.0
+        lines.append(f"{label}: chose candidate {best + 1} ({means[best]:+.4f} on the choosing half); on the confirming "
+                     f"half {gains.mean():+.4f}, {int(np.sum(gains > 0))} of {len(gains)} up, one-sided Wilcoxon "
+                     f"p = {p:.3f}: " + ("confirmed" if p < 0.05 else "not confirmed"))
+        chosen.append(best if p < 0.05 else None)
+    ok = chosen[0] is not None and chosen[0] == chosen[1]
+    lines.append(f"verdict: adopt candidate {chosen[0] + 1}" if ok else "verdict: keep the default")
+    return lines
 
 
 def compare(args) -> None:
@@ -139,8 +223,8 @@ def compare(args) -> None:
 
     a, b = _load(args.a), _load(args.b)
     keys = sorted(set(a) & set(b))
-    datasets = sorted({k[0] for k in keys})
-    diff = {d: np.mean([a[k][0] - b[k][0] for k in keys if k[0] == d]) for d in datasets}
+    diff = per_dataset(a, b)
+    datasets = list(diff)
     da = np.array([diff[d] for d in datasets])
     ma = np.mean([a[k][0] for k in keys])
     mb = np.mean([b[k][0] for k in keys])
@@ -155,6 +239,20 @@ def compare(args) -> None:
           f"{len(up)} datasets up, {len(down)} down by more than 0.002")
     print("  up:   " + ", ".join(f"{d} {diff[d]:+.4f}" for d in up))
     print("  down: " + ", ".join(f"{d} {diff[d]:+.4f}" for d in down))
+    if args.kind:
+        print("\n".join(verdict([diff], args.kind)))
+
+
+def choose(args) -> None:
+    """The protocol over several candidates against one default (README, "The protocol for defaults")."""
+    base = _load(args.default)
+    diffs = [per_dataset(_load(spec), base) for spec in args.candidates]
+    shared = set.intersection(*(set(d) for d in diffs))
+    diffs = [{k: v for k, v in d.items() if k in shared} for d in diffs]
+    for i, spec in enumerate(args.candidates):
+        print(f"candidate {i + 1}: {spec}")
+    print(f"default: {args.default}; {len(shared)} datasets")
+    print("\n".join(verdict(diffs, args.kind)))
 
 
 def main() -> None:
@@ -171,8 +269,15 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
+    c.add_argument("--kind", choices=("saving", "cost"), default=None,
+                   help="also apply the protocol's rule: A saves cost over B, or A costs more than B")
+    h = sub.add_parser("choose", help="the protocol: candidates against the default on two halves of the datasets")
+    h.add_argument("default", help="FILE:VARIANT[,FILE:VARIANT...] of the default")
+    h.add_argument("candidates", nargs="+", help="FILE:VARIANT[,...] of each candidate")
+    h.add_argument("--kind", choices=("saving", "cost"), required=True,
+                   help="saving: the candidates are cheaper than the default; cost: they cost more")
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else compare(args)
+    {"run": run, "compare": compare, "choose": choose}[args.cmd](args)
 
 
 if __name__ == "__main__":
