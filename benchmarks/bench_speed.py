@@ -28,12 +28,17 @@ Prints markdown tables:
    "Scorer at X% of the numpy chain";
 4. peak RSS (VmHWM) and rows/s of `vae-anomaly score` on a --big-gb GB .npy with the random case's
    model, beside np.load of the same file;
-5. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
+5. the training budget sized by the data: the default fit (``fit_file``, in process) of --fit-sizes
+   rows x 64 standard-normal features (1k, 10k, 100k, 1M), with its epochs, gradient steps and
+   whether early stopping ended it, beside PyOD's VAE fitted on the same rows in process (up to
+   --pyod-max-rows: at its 100 epochs of 32-row batches, 100k rows would take it half an hour);
+6. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
    float32 / bf16 autocast, torch.compile).
 --json PATH also writes every figure, the command and the git state (benchmarks/provenance.py).
 
     python benchmarks/bench_speed.py [--rows 200000] [--fit-rows 20000] [--big-gb 1.0] [--repeat 3]
-        [--data ../shared/datasets/6_cardio.npz] [--json PATH]
+        [--data ../shared/datasets/6_cardio.npz] [--fit-sizes 1000,10000,100000,1000000]
+        [--pyod-max-rows 10000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -201,6 +206,30 @@ def rss_rows(model: Path, folder: Path, big_gb: float, d: int) -> dict:
             "score_rps": rows / seconds, "np_load_peak_rss_mb": peak_rss_mb([str(path)], LOAD_CHILD)}
 
 
+def fit_size_rows(sizes: list[int], folder: Path, pyod_max_rows: int, d: int = 64) -> list[dict]:
+    """The default fit of n standard-normal rows x d for each n in ``sizes``, once each, in process
+    (``fit_file``: read the .npy, train, export, calibrate), and PyOD's VAE on the same rows up to
+    ``pyod_max_rows``: seconds, epochs run of the budget, gradient steps, early stop or not."""
+    out = []
+    for n in sizes:
+        X = np.random.default_rng(n).standard_normal((n, d), dtype=np.float32)
+        np.save(folder / "sized.npy", X)
+        t = time.perf_counter()
+        fit_file(folder / "sized.npy", folder / "sized.onnx", config=TrainConfig(seed=0))
+        seconds = time.perf_counter() - t
+        m = model_shape(Scorer(folder / "sized.onnx"))
+        n_train = Scorer(folder / "sized.onnx").metadata["training"]["n_train"]
+        row = {"rows": n, "features": d, "n_train": n_train, "ours_fit_s": seconds, "epochs_run": m["epochs_run"],
+               "max_epochs": m["max_epochs"], "steps": m["epochs_run"] * -(-n_train // TrainConfig().batch_size),
+               "early_stop": m["epochs_run"] < m["max_epochs"]}
+        if n <= pyod_max_rows:
+            peer = PyodVAE(random_state=0, device=m["device"], verbose=0)
+            row["pyod_vae_fit_s"] = best_seconds(lambda: peer.fit(X), 1)
+        out.append(row)
+        print(f"fit {n:,} rows: {seconds:.1f} s, {row['epochs_run']} of {row['max_epochs']} epochs", file=sys.stderr)
+    return out
+
+
 def cuda_rows(X: np.ndarray) -> list[dict]:
     """Training seconds per epoch on CUDA (3 epochs, default model) per batch size, precision, compile."""
     from vae_anomaly.training.train import TrainConfig, train
@@ -215,7 +244,7 @@ def cuda_rows(X: np.ndarray) -> list[dict]:
     return out
 
 
-def print_tables(cases: dict, rss: dict, cuda: list[dict]) -> None:
+def print_tables(cases: dict, rss: dict, sized: list[dict], cuda: list[dict]) -> None:
     print("\nOurs: the CLI end to end (process start, read .npy, write model / CSV). Peers: in process "
           "(no process start, no file I/O); fits also the other way round (PyOD's VAE from process start, ours in process).")
     for name, c in cases.items():
@@ -249,6 +278,13 @@ def print_tables(cases: dict, rss: dict, cuda: list[dict]) -> None:
           f"| vae-anomaly score ({rss['rows']:,} rows, to CSV) | {rss['file_mb']:,.0f} | {rss['score_peak_rss_mb']:,} | "
           f"{rss['score_rps']:,.0f} |\n"
           f"| np.load of the same file (peer) | {rss['file_mb']:,.0f} | {rss['np_load_peak_rss_mb']:,} | |")
+    if sized:
+        print("\n| fit rows x features | training rows | ours fit in process s | epochs run / budget | gradient steps | "
+              "stopped early | PyOD VAE fit in process s |\n|---:|---:|---:|---:|---:|---:|---:|")
+        for r in sized:
+            peer = f"{r['pyod_vae_fit_s']:.1f}" if "pyod_vae_fit_s" in r else "—"
+            print(f"| {r['rows']:,} x {r['features']} | {r['n_train']:,} | {r['ours_fit_s']:.1f} | {r['epochs_run']} / "
+                  f"{r['max_epochs']} | {r['steps']:,} | {'yes' if r['early_stop'] else 'no'} | {peer} |")
     if cuda:
         print("\n| training, random case (3 epochs, in process) | s / epoch |\n|---|---:|")
         for g in cuda:
@@ -264,6 +300,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="each time is the best of this many runs")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "6_cardio.npz",
                     help="the small real table (.npz with X and y; fit on its y == 0 rows)")
+    ap.add_argument("--fit-sizes", default="1000,10000,100000,1000000",
+                    help="rows of the sized fits (comma-separated; empty = none)")
+    ap.add_argument("--pyod-max-rows", type=int, default=10_000, help="the largest sized fit PyOD's VAE also runs")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -279,13 +318,14 @@ def main() -> None:
         tmp = Path(folder)
         cases = {name: run_case(X_fit, X_score, tmp / name, args.repeat) for name, (X_fit, X_score) in data.items()}
         rss = rss_rows(tmp / "random" / "model.onnx", tmp, args.big_gb, d)
+        sized = fit_size_rows([int(v) for v in args.fit_sizes.split(",") if v], tmp, args.pyod_max_rows)
     cuda = cuda_rows(data["random"][0]) if torch.cuda.is_available() else []
-    print_tables(cases, rss, cuda)
+    print_tables(cases, rss, sized, cuda)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_speed.py", *sys.argv[1:]]),
                                          **git_state(ROOT), "torch_threads": torch.get_num_threads(),
-                                         "repeat": args.repeat, "knn_rows": KNN_ROWS, "cases": cases, "peak_rss": rss,
+                                         "repeat": args.repeat, "knn_rows": KNN_ROWS, "cases": cases, "peak_rss": rss, "fit_sizes": sized,
                                          "cuda_training": cuda}, indent=1))
 
 

@@ -214,7 +214,7 @@ def fit(
         help="auto = convolutional for images (N, H, W) / (N, C, H, W), else MLP.")] = Arch.auto,
     prior_max_rows: Annotated[int, typer.Option(
         help="Score with the training rows' aggregate posterior as the latent prior when there are at "
-             "most this many training rows, else with N(0, I) (0 = always N(0, I); e.g. 4096). Costs that many "
+             "most this many training rows, else with N(0, I) (0 = always N(0, I)). Costs that many "
              "Gaussian terms per row at scoring.")] = TrainConfig.prior_max_rows,
     condition: Annotated[Optional[Path], typer.Option(
         help="Conditions of NORMAL_FILE's rows (ids, one-hot or numeric context): a conditional VAE.")] = None,

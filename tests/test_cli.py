@@ -164,8 +164,8 @@ def test_fit_takes_the_hidden_layer_widths(small):
 
 
 def test_fit_prior_max_rows_chooses_the_latent_prior_of_the_scores(work, small):
-    """The default scores with N(0, I); --prior-max-rows 4096 with the aggregate posterior of the
-    (fewer) training rows."""
+    """The default scores with N(0, I) above 256 training rows (thyroid's 1,471); --prior-max-rows
+    4096 with the aggregate posterior of the (fewer) training rows."""
     default = Scorer(work / "model.onnx").metadata["training"]
     assert default["latent_prior"] == {"kind": "standard-normal"}
     assert small["latent_prior"] == {"kind": "aggregate-posterior", "components": small["n_train"]}
