@@ -31,7 +31,7 @@ Prints markdown tables:
 5. the training budget sized by the data: the default fit (``fit_file``, in process) of --fit-sizes
    rows x 64 standard-normal features (1k, 10k, 100k, 1M), with its epochs, gradient steps and
    whether early stopping ended it, beside PyOD's VAE fitted on the same rows in process (up to
-   --pyod-max-rows: at its 100 epochs of 32-row batches, 100k rows would take it half an hour);
+   --pyod-max-rows: at its 30 epochs of 32-row batches, 100k rows would take it about 12 minutes);
 6. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
    float32 / bf16 autocast, torch.compile).
 --json PATH also writes every figure, the command and the git state (benchmarks/provenance.py).
@@ -217,10 +217,11 @@ def fit_size_rows(sizes: list[int], folder: Path, pyod_max_rows: int, d: int = 6
         t = time.perf_counter()
         fit_file(folder / "sized.npy", folder / "sized.onnx", config=TrainConfig(seed=0))
         seconds = time.perf_counter() - t
-        m = model_shape(Scorer(folder / "sized.onnx"))
-        n_train = Scorer(folder / "sized.onnx").metadata["training"]["n_train"]
+        scorer = Scorer(folder / "sized.onnx")
+        m, training = model_shape(scorer), scorer.metadata["training"]
+        n_train = training["n_train"]
         row = {"rows": n, "features": d, "n_train": n_train, "ours_fit_s": seconds, "epochs_run": m["epochs_run"],
-               "max_epochs": m["max_epochs"], "steps": m["epochs_run"] * -(-n_train // TrainConfig().batch_size),
+               "max_epochs": m["max_epochs"], "steps": m["epochs_run"] * -(-n_train // training["config"]["batch_size"]),
                "early_stop": m["epochs_run"] < m["max_epochs"]}
         if n <= pyod_max_rows:
             peer = PyodVAE(random_state=0, device=m["device"], verbose=0)
