@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vae_anomaly"
@@ -81,3 +82,37 @@ def test_an_unknown_public_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         vae_anomaly.nonexistent  # noqa: B018
+
+
+def test_scoring_a_file_never_imports_the_onnx_package(model_path, cardio, tmp_path):
+    """Loading, verifying and pruning the model file use the protobuf messages alone (importing
+    ``onnx`` costs seconds; issue 33), and the messages are the classes ``onnx`` itself uses."""
+    np.save(tmp_path / "rows.npy", cardio[1][:3].astype(np.float32))
+    r = _run("from vae_anomaly import score_file, Scorer\n"
+             f"res = score_file({str(tmp_path / 'rows.npy')!r}, {str(model_path)!r}, {str(tmp_path / 's.csv')!r})\n"
+             f"Scorer({str(model_path)!r}).feature_terms(__import__('numpy').zeros((1, 21), 'float32'))\n"
+             "assert 'onnx' not in sys.modules and 'onnx.onnx_ml_pb2' in sys.modules, sorted(sys.modules)\n"
+             "import onnx\n"
+             "from vae_anomaly.deploy.onnx_proto import messages\n"
+             "assert onnx.ModelProto is messages().ModelProto\n"
+             "print('ok', len(res.scores))")
+    assert r.returncode == 0 and r.stdout.startswith("ok 3"), r.stderr[-2000:]
+
+
+def test_a_pruned_graph_computes_only_what_was_asked_and_gives_the_same_values(model_path, cardio):
+    import onnxruntime as ort
+
+    from vae_anomaly.deploy import artifact, onnx_proto
+
+    model, _ = artifact.parse_model(model_path.read_bytes(), "m")
+    x = {"x": cardio[1][:50].astype(np.float32)}
+    full = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for outputs in (["neg_elbo"], ["latent_mean"], ["feature_terms", "neg_elbo"]):
+        pruned = onnx_proto.prune(model, outputs)
+        assert [o.name for o in pruned.graph.output] == outputs
+        assert len(pruned.graph.node) < len(model.graph.node) and not pruned.metadata_props
+        got = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+        for name, value in zip(outputs, got):
+            np.testing.assert_array_equal(value, full.run([name], x)[0])
+    with pytest.raises(ValueError, match="no output"):
+        onnx_proto.prune(model, ["nope"])

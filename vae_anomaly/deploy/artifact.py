@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelArtifactError
+from . import onnx_proto
 
 METADATA_KEY = "vae_anomaly"
 SCHEMA_VERSION = 1
@@ -188,10 +189,9 @@ def _verify_checksum(model, stored: str | None, name: str) -> None:
 
 def _load_self_contained(data: bytes, name: str):
     """The ModelProto in ``data``, refusing anything but a self-contained ONNX protobuf."""
-    import onnx  # the protobuf bindings; no torch
-
+    pb = onnx_proto.messages()
     try:
-        model = onnx.load_model_from_string(data)
+        model = pb.ModelProto.FromString(data)
     except Exception:  # protobuf raises its own DecodeError and sometimes RuntimeError
         raise ModelArtifactError(
             f"{name}: not a valid ONNX model (protobuf parsing failed); the file is corrupted or "
@@ -199,7 +199,7 @@ def _load_self_contained(data: bytes, name: str):
         ) from None
     for g in [model.graph, *model.functions]:
         for t in _iter_tensors(g):
-            if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
+            if t.data_location == pb.TensorProto.EXTERNAL or len(t.external_data):
                 raise ModelArtifactError(
                     f"{name}: tensor {t.name!r} is stored as external data; expected a "
                     "self-contained model. External data is refused for safety."
@@ -239,16 +239,16 @@ def attach_metadata(data: bytes, meta: dict, producer_version: str, name: str, *
     ------
     ModelArtifactError : the result would not load.
     """
-    import onnx
-
-    model = onnx.load_model_from_string(data)
+    model = onnx_proto.messages().ModelProto.FromString(data)
     model.producer_name, model.producer_version = "vae-anomaly", producer_version
     props = {p.key: p.value for p in model.metadata_props}  # a recalibrated model keeps its sampler
     props[METADATA_KEY] = json.dumps(meta)
     if sampler is not None:
         props[SAMPLER_KEY] = base64.b64encode(sampler).decode("ascii")
     props.pop(CHECKSUM_KEY, None)
-    onnx.helper.set_model_props(model, props)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
     seal(model)
     final = model.SerializeToString()
     parse_model(final, name)  # also recomputes the checksum from the written bytes

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputValidationError, ModelArtifactError
-from . import artifact, conditions, schema, tables
+from . import artifact, conditions, onnx_proto, schema, tables
 from .validation import check_array, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
@@ -85,13 +85,12 @@ class ModelFile:
         """
         key = tuple(outputs)
         if key not in self._sessions:
-            import onnx.utils
             import onnxruntime as ort
 
             if key == (artifact.SAMPLE_OUTPUT,):
                 pruned = artifact.sampler_model(self._graph, self._name)
             else:
-                pruned = onnx.utils.Extractor(self._graph).extract_model(self._inputs, list(key))
+                pruned = onnx_proto.prune(self._graph, list(key))
             options = ort.SessionOptions()
             options.log_severity_level = 3
             if self._threads is not None:
@@ -150,10 +149,6 @@ class ModelFile:
         """For each per-feature term, its first column in the graph's input (a categorical block's
         first slot, which is NaN exactly when the value is missing); int64 (n_feature_terms,)."""
         return schema.term_starts(self.table) if self.table else np.arange(self.n_features)
-
-    @property
-    def _inputs(self) -> list[str]:
-        return [artifact.INPUT_NAME] + ([artifact.CONDITION_NAME] if self.condition else [])
 
     def check_rows(self, X, *, name: str = "X", allow_nonfinite: bool = False, first_row: int = 0,
                    min_rows: int = 0) -> np.ndarray:
