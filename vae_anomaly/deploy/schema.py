@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import load_pyarrow
+from .tables import load_pyarrow, to_numpy
 
 #: the most categories a categorical column may have
 MAX_CATEGORIES = 1000
@@ -233,8 +233,8 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
         k = len(f["categories"])
         text = _as_text(column)
         idx = pa.compute.index_in(text, value_set=pa.array(f["categories"], pa.string()))
-        absent = text.is_null().to_numpy(zero_copy_only=False)
-        idx = idx.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)  # unseen -> slot k
+        absent = to_numpy(text.is_null(), bool)
+        idx = to_numpy(idx, np.int64, fill=k)  # unseen -> slot k
         out[np.arange(n), j + idx] = 1.0
         out[absent, j : j + k + 1] = np.nan
         j += k + 1
@@ -257,7 +257,7 @@ def _as_float(column, col: str, name: str, first_row: int) -> np.ndarray:
                     f"{name}: column {col!r}, data row {first_row + i}, holds {str(v)[:40]!r}; expected a number "
                     f"({col!r} is a numeric feature of the model).") from None
         raise InputValidationError(f"{name}: column {col!r} holds {column.type}; expected numbers.") from None
-    return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return to_numpy(values, np.float64, fill=np.nan)
 
 
 def _refuse_missing(out: np.ndarray, schema: dict, name: str, first_row: int) -> None:

@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import load_pyarrow
+from .tables import load_pyarrow, to_numpy
 
 #: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
 DEFAULT_WINDOW = 64
@@ -74,7 +74,7 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np
     """
     pa = load_pyarrow()
     if column.null_count:
-        r = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+        r = int(np.argmax(to_numpy(column.is_null(), bool)))
         raise InputValidationError(f"{name}: column {time_column!r}, data row {first_row + r}, is empty; "
                                    "expected a timestamp on every row.")
     try:
@@ -82,7 +82,7 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise InputValidationError(f"{name}: column {time_column!r} does not hold timestamps ({str(e)[:100]}); "
                                    "expected e.g. 2026-01-01 00:05:00.") from None
-    return ts.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+    return to_numpy(ts.cast(pa.int64()), np.int64)
 
 
 def check_time_order(time_order: str, *, series_model: bool = True) -> None:
