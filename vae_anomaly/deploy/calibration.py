@@ -103,6 +103,29 @@ def warn_if_undetectable(alpha: float, n_calibration: int) -> None:
         )
 
 
+#: a fixed threshold that flags more than this share of the calibration rows is warned about
+MOST_CALIBRATION_ROWS = 0.5
+
+
+def warn_if_threshold_flags_most(threshold: float, calibration_sorted: np.ndarray, score: str) -> None:
+    """Warn when a fixed score threshold would flag most of the model's calibration rows.
+
+    The calibration rows are normal rows held out at fit, so a threshold that flags more than half
+    of them (:data:`MOST_CALIBRATION_ROWS`) was almost surely meant as something else, such as a
+    probability: scores are nats, not in [0, 1].
+    """
+    cal = np.asarray(calibration_sorted, dtype=np.float64)
+    share = float(np.mean(cal > threshold)) if cal.size else 0.0
+    if share > MOST_CALIBRATION_ROWS:
+        warnings.warn(
+            f"--threshold {threshold:g} flags {share:.0%} of the model's {cal.size} calibration rows (normal rows "
+            f"held out at fit; their {score} scores run from {cal[0]:.4g} to {cal[-1]:.4g} nats, higher = more "
+            "anomalous): scores are not probabilities. Use --threshold auto with --alpha for a known false-alarm "
+            "rate, or a threshold in that range.",
+            stacklevel=3,
+        )
+
+
 def benjamini_hochberg(p_values: np.ndarray, q: float) -> np.ndarray:
     """Rows rejected by the Benjamini–Hochberg procedure at false discovery rate ``q``.
 

@@ -182,6 +182,13 @@ def slot_names(schema: dict) -> list[str]:
     return out
 
 
+def slot_columns(schema: dict) -> list[str]:
+    """The feature each column of the encoded matrix belongs to (a categorical block's K + 1 slots
+    share its name)."""
+    return [f["name"] for f in schema["features"]
+            for _ in range(1 if f["kind"] == "numeric" else len(f["categories"]) + 1)]
+
+
 def positional(names: list[str]) -> dict:
     """The schema of a table read by position: every column numeric."""
     return {"features": [{"name": c, "kind": "numeric"} for c in names], "id_columns": [], "exclude": []}

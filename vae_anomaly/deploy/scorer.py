@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputValidationError
 from . import artifact
-from .calibration import conformal_p_values
+from .calibration import conformal_p_values, warn_if_threshold_flags_most
 from .model_file import DEFAULT_CHUNK_ROWS, ModelFile
 from .policy import ScoreResult, auto_threshold, decide
 
@@ -97,6 +97,10 @@ class Scorer(ModelFile):
             terms = np.where(np.isinf(x[:, self.term_starts()]) if self.masked else ~np.isfinite(x[:, self.term_starts()]),
                              np.float32(np.inf), np.float32(0))
             terms[~bad] = ran[1]
-        t, alpha = self._auto_threshold(score, alpha) if threshold == "auto" else (float(threshold), None)
+        if threshold == "auto":
+            t, alpha = self._auto_threshold(score, alpha)
+        else:
+            t, alpha = float(threshold), None
+            warn_if_threshold_flags_most(t, self.calibration[score], score)
         return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,
                       feature_terms=terms)

@@ -214,6 +214,11 @@ def slot_names(metrics: list[str], window: int) -> list[str]:
     return [f"{m}@t-{window - 1 - s}" for s in range(window) for m in metrics]
 
 
+def slot_metrics(metrics: list[str], window: int) -> list[str]:
+    """The metric each column of a window row belongs to, in :func:`slot_names`' order."""
+    return [m for _ in range(window) for m in metrics]
+
+
 class Windower:
     """Turns chunks of a series (timestamps and metric values) into window rows, one per input row.
 

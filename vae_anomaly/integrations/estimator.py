@@ -103,7 +103,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             spec = schema.positional(list(names)) if names is not None and all(names) and len(set(names)) == len(names) \
                 else None
             categories = ()
-        self.model_bytes_, _ = build_model(train(X, config=cfg, categories=categories), alpha=self.alpha,
+        self.model_bytes_, _ = build_model(train(X, config=cfg, categories=categories,
+                                                 slot_columns=None if spec is None else schema.slot_columns(spec)),
+                                           alpha=self.alpha,
                                            default_score=self.score_type, table=spec)
         self._scorer = Scorer.from_bytes(self.model_bytes_)
         if self.contamination == "auto":

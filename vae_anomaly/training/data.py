@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,9 +160,47 @@ def image_shape(shape: tuple[int, ...], arch: str, name: str) -> tuple[int, int,
     return (1, *shape) if len(shape) == 2 else tuple(shape)
 
 
+#: constant training columns named in the warning of :func:`warn_constant_columns`, at most
+_MAX_NAMED = 8
+
+
+def warn_constant_columns(x: np.ndarray, slot_columns: list[str] | None, name: str) -> None:
+    """Warn, by name, about columns that hold one value in every training row.
+
+    Such a column (a label left in the file, a metric that never moved, a category column with one
+    category) cannot tell normal rows apart, and any other value at scoring scores high. It is kept
+    (the model is fitted as asked); the warning suggests ``--exclude`` with their names.
+
+    Parameters
+    ----------
+    x : the training rows as encoded for the graph, float (n_rows, n_slots); NaN (a missing value)
+        is ignored.
+    slot_columns : the input column each slot encodes (a categorical column's one-hot slots, a
+        metric's window slots share one name); None = "column i", by position.
+    name : how the rows are named in the warning.
+    """
+    if x.shape[0] < 2:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slot
+        constant = ~(np.nanmax(x, axis=0) > np.nanmin(x, axis=0))
+    columns = slot_columns if slot_columns is not None else [f"column {i}" for i in range(x.shape[1])]
+    varying = {c for c, k in zip(columns, constant) if not k}
+    names = list(dict.fromkeys(c for c, k in zip(columns, constant) if k and c not in varying))
+    if names:
+        shown = ", ".join(map(repr, names[:_MAX_NAMED])) + (f" and {len(names) - _MAX_NAMED} more"
+                                                             if len(names) > _MAX_NAMED else "")
+        fix = f"--exclude {','.join(names)}" if slot_columns is not None else "dropping them from the rows"
+        warnings.warn(
+            f"{name}: {len(names)} column{'s' if len(names) > 1 else ''} ({shown}) hold{'' if len(names) > 1 else 's'} "
+            "one value in every training row: a label left in, or a feature that cannot tell normal rows apart "
+            f"(any other value will score high). Kept; if that is not what you want, fit again with {fix}.",
+            stacklevel=3)
+
+
 def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=None,
             condition_kind: str = "auto", name: str = "X", categories: tuple[int, ...] = (),
-            missing: bool = False) -> PreparedData:
+            missing: bool = False, slot_columns: list[str] | None = None) -> PreparedData:
     """Validate the rows (and conditions) and split off the validation rows.
 
     Parameters
@@ -176,6 +215,8 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         (:class:`~vae_anomaly.training.model.Architecture`); () = all numeric.
     missing : X and X_val may hold NaN, missing values (never ±inf); training rows with every entry
         missing are dropped (counted in ``n_dropped``), validation rows are kept as they are.
+    slot_columns : the input column of each of X's columns, for :func:`warn_constant_columns` (which
+        runs on every fit but of images); None = by position.
 
     Raises
     ------
@@ -203,6 +244,8 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         check_missing(x_all, name)
     if categories:
         check_categories(x_all, categories, name, allow_unseen=False)
+    if image is None:
+        warn_constant_columns(x_all, slot_columns, name)
     spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
     c_all = conditions.encode(condition, spec, len(x_all))
     fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()

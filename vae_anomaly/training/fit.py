@@ -92,8 +92,18 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
                    progress=progress, name=str(normal_file), checkpoint=checkpoint if checkpoint is not None else resume,
                    checkpoint_every=checkpoint_every, resume=resume,
-                   categories=() if table is None else schema.categories(table), missing=series_spec is not None)
+                   categories=() if table is None else schema.categories(table), missing=series_spec is not None,
+                   slot_columns=_slot_columns(table, series_spec))
     return export_model(result, output, alpha=alpha, table=table, series=series_spec)
+
+
+def _slot_columns(table: dict | None, series_spec: dict | None) -> list[str] | None:
+    """The input column (a table's feature, a series' metric) of each column of the training rows."""
+    if table is not None:
+        return schema.slot_columns(table)
+    if series_spec is not None:
+        return series.slot_metrics(series_spec["metrics"], series_spec["window"])
+    return None
 
 
 def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,

@@ -57,7 +57,7 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
           config: TrainConfig | None = None, progress: ProgressCallback | None = None,
           name: str = "X", checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10,
           resume: str | os.PathLike | None = None, categories: tuple[int, ...] = (),
-          missing: bool = False) -> TrainResult:
+          missing: bool = False, slot_columns: list[str] | None = None) -> TrainResult:
     """Fit a VAE on normal rows.
 
     Parameters
@@ -88,6 +88,9 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         as 0 (the training mean), and the exported graph masks NaN itself. Training rows with every
         entry missing are dropped (summary ``"missing"``); ±inf is still refused; all-numeric
         columns only. A resumed fit takes the checkpoint's.
+    slot_columns : the input column of each of X's columns (a categorical block's slots, a metric's
+        window slots share one), naming the columns that hold one value in every row in a warning;
+        None = by position.
 
     Returns
     -------
@@ -109,7 +112,8 @@ def train(X, *, X_val=None, condition=None, condition_val=None, condition_kind: 
         raise InputValidationError(f"--checkpoint-every: got {checkpoint_every}; expected an integer >= 1.")
     check_config(cfg)
     data = prepare(X, cfg, X_val=X_val, condition=condition, condition_val=condition_val,
-                   condition_kind=condition_kind, name=name, categories=categories, missing=missing)
+                   condition_kind=condition_kind, name=name, categories=categories, missing=missing,
+                   slot_columns=slot_columns)
     if state is not None and state["data_sha256"] != data.fingerprint:
         raise InputValidationError(
             f"{name}: differs from the data the checkpoint {resume} was written for; resume with the "
