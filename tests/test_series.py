@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import warnings
@@ -205,3 +206,12 @@ def test_dask_scores_a_series_like_local_scoring(work):
     np.testing.assert_array_equal(out["score"].to_numpy(), local["score"].to_numpy(np.float32))
     with pytest.raises(InputValidationError, match="is earlier than the previous row"):
         score_dataframe(ddf, work / "model.onnx").compute(scheduler="synchronous")
+
+
+def test_the_summary_of_a_window_model_names_metric_slots(work, tmp_path):
+    from vae_anomaly import score_file
+
+    score_file(work / "test.csv", work / "model.onnx", tmp_path / "s.csv", summary_json=tmp_path / "s.json")
+    drift = json.loads((tmp_path / "s.json").read_text())["drift"]
+    assert drift["columns"] == [f"value@t-{11 - s}" for s in range(12)]
+    assert drift["max_abs_column"] == drift["columns"][drift["max_abs_feature"]]

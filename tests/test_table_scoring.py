@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vae_anomaly import Scorer
+from vae_anomaly import Scorer, score_file
 from vae_anomaly.errors import InputValidationError
 
 pytest.importorskip("torch")
@@ -185,3 +185,26 @@ def test_the_plain_onnxruntime_encoding_in_the_docs_gives_the_scorers_scores(wor
     exec(code, namespace)  # noqa: S102 - our own documentation
     expected = Scorer(work / "model.onnx").score_samples(pd.read_csv(work / "new.csv"))
     np.testing.assert_array_equal(namespace["neg_elbo"], expected)
+
+
+def test_a_matrix_for_a_table_model_is_told_the_columns_and_bad_values_are_named(work):
+    """Names wherever a user reads a column (issue 33): a matrix as wide as the table (not its
+    one-hot encoding) is told the table's columns; a bad value is named by its column."""
+    scorer = Scorer(work / "model.onnx")
+    with pytest.raises(InputValidationError, match=r"rows of 4 values; the model reads a table of 4 named columns "
+                                                   r"\(bytes, latency, proto, code\).*Pass a table"):
+        scorer.predict(np.zeros((2, 4)), name="request rows")
+    frame = _table(5, 3).drop(columns=["label", "ts", "host"])
+    frame.loc[2, "latency"] = 1e300                         # finite in float64, beyond float32
+    with pytest.raises(InputValidationError, match=r"row 2, column 'latency'"):
+        scorer.predict(frame)
+
+
+def test_the_summary_names_the_columns_of_its_drift(work, tmp_path):
+    frame = _table(50, 4)
+    frame["latency"] += 20.0
+    frame.to_csv(tmp_path / "shifted.csv", index=False)
+    score_file(tmp_path / "shifted.csv", work / "model.onnx", tmp_path / "s.csv", summary_json=tmp_path / "s.json")
+    drift = json.loads((tmp_path / "s.json").read_text())["drift"]
+    assert drift["columns"] == Scorer(work / "model.onnx").input_names and "proto=tcp" in drift["columns"]
+    assert drift["max_abs_column"] == "latency" == drift["columns"][drift["max_abs_feature"]]

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputValidationError, ModelArtifactError
 from . import artifact, conditions, onnx_proto, schema, tables
-from .validation import check_array, flatten_rows
+from .validation import check_array, column_label, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
 #: 111k rows/s at 1024 vs 82k at 4096 for a 64-feature model decoding 16 samples a row, 2 cores;
@@ -141,6 +141,16 @@ class ModelFile:
         return self.metadata.get("feature_names")
 
     @property
+    def input_names(self) -> list[str] | None:
+        """A name for each column of the graph's input (n_features of them): a table's columns, a
+        categorical column's one-hot slots as ``name=category``, a window's ``metric@t-k``; None for a
+        model fitted on an unnamed matrix (columns by position)."""
+        if self.table:
+            return schema.slot_names(self.table)
+        names = self.feature_names
+        return names if names is not None and len(names) == self.n_features else None
+
+    @property
     def n_feature_terms(self) -> int:
         """Per-feature terms per row: one per numeric column and one per categorical column."""
         return int(self.metadata.get("n_feature_terms", self.n_features))
@@ -167,8 +177,24 @@ class ModelFile:
         if tables.is_table(X):
             X = self.encode_table(tables.as_table(X, name), name=name, first_row=first_row,
                                   allow_missing=allow_nonfinite)
+        else:
+            self._check_matrix_width(X, name)
         return check_array(flatten_rows(X, self.input_shape, name=name), name=name, n_features=self.n_features,
-                           allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows)
+                           allow_nonfinite=allow_nonfinite, first_row=first_row, min_rows=min_rows,
+                           columns=self.input_names)
+
+    def _check_matrix_width(self, X, name: str) -> None:
+        """Refuse, in terms of the table's columns, a matrix given to a model whose table has
+        categorical columns: its graph input is their one-hot encoding, which users never write."""
+        if not self.table or self.n_feature_terms == self.n_features:
+            return
+        shape = np.shape(X)
+        if len(shape) == 2 and shape[1] != self.n_features:
+            names = schema.feature_names(self.table)
+            raise InputValidationError(
+                f"{name}: rows of {shape[1]} values; the model reads a table of {len(names)} named columns "
+                f"({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}), some of them categorical. Pass a "
+                "table (.csv or .parquet file, DataFrame, or {column: value} records) with those columns.")
 
     def rows(self, X, name: str, condition=None, *, allow_nonfinite: bool = False
              ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -181,7 +207,8 @@ class ModelFile:
         x = self.check_rows(X, name=name, allow_nonfinite=allow_nonfinite or self.masked)
         if self.masked and not allow_nonfinite and np.isinf(x).any():
             r, c = np.argwhere(np.isinf(x))[0]
-            raise InputValidationError(f"{name}: X holds ±inf (first at row {r}, column {c}); expected finite values "
+            raise InputValidationError(f"{name}: X holds ±inf (first at row {r}, column "
+                                       f"{column_label(c, self.input_names)}); expected finite values "
                                        "or NaN for a missing value.")
         return x, conditions.encode(condition, self.condition, x.shape[0], f"{name} conditions")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import schema
 from .policy import ScoreResult
 from .scorer import Scorer
 
@@ -26,7 +25,9 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
     finite scores), model_id, and drift: per column of the model's input, the shift of the batch
     mean from the training mean in training standard deviations, (mean_batch − mean_train) / std_train
     (for a one-hot slot of a categorical column, std 1: the change in that category's share), with
-    ``columns`` naming each input column for a model fitted on a table (``name=category`` for a slot).
+    ``columns`` naming each input column (``name=category`` for a categorical column's slot,
+    ``metric@t-k`` for a window model's; None for a model fitted on an unnamed matrix),
+    ``max_abs_feature`` the position of the largest absolute shift and ``max_abs_column`` its name.
     """
     n = int(result.scores.shape[0])
     finite = np.isfinite(result.scores)
@@ -45,8 +46,9 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
                             if finite.any() else {}),
         "model_id": scorer.model_id,
         "drift": {"mean_shift_in_train_std": [None if not np.isfinite(v) else float(v) for v in drift],
-                  "columns": schema.slot_names(scorer.table) if scorer.table else None,
+                  "columns": scorer.input_names,
                   "max_abs_feature": worst,
+                  "max_abs_column": None if worst is None or scorer.input_names is None else scorer.input_names[worst],
                   "max_abs_shift": None if worst is None else float(abs(drift[worst]))},
     }
 

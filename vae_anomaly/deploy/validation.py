@@ -10,8 +10,13 @@ from ..errors import InputValidationError
 NUMERIC_KINDS = "biuf"
 
 
+def column_label(c: int, columns: list[str] | None) -> str:
+    """How column ``c`` of a matrix is named in a message: its name when known, else its position."""
+    return repr(columns[c]) if columns is not None and 0 <= c < len(columns) else str(c)
+
+
 def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: int = 0,
-                allow_nonfinite: bool = False, first_row: int = 0) -> np.ndarray:
+                allow_nonfinite: bool = False, first_row: int = 0, columns: list[str] | None = None) -> np.ndarray:
     """Validate a matrix of rows and return it as float32, C-ordered, shape (n_rows, n_features).
 
     Parameters
@@ -24,6 +29,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
     allow_nonfinite : keep NaN/±inf (and values beyond float32's range, which become ±inf) for
         the caller to handle; by default they are refused.
     first_row : added to row numbers in messages (X is a chunk starting at that row of a file).
+    columns : a name for each column, used in messages in place of its position.
 
     Returns
     -------
@@ -67,7 +73,7 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
             r, c = np.argwhere(bad)[0]
             raise InputValidationError(
                 f"{name}: X holds {int(bad.sum())} NaN or infinite values (first at row {first_row + r}, "
-                f"column {c}); expected finite numbers. Drop or impute those rows (the CLI's score --nan-policy flag reports them as anomalous)."
+                f"column {column_label(c, columns)}); expected finite numbers. Drop or impute those rows (the CLI's score --nan-policy flag reports them as anomalous)."
             )
     with np.errstate(over="ignore"):  # overflow is reported below, by position
         out = np.ascontiguousarray(arr, dtype=np.float32)
@@ -76,8 +82,8 @@ def check_array(X, *, name: str = "X", n_features: int | None = None, min_rows: 
         if overflow.any():
             r, c = np.argwhere(overflow)[0]
             raise InputValidationError(
-                f"{name}: X holds values beyond float32's range (first at row {first_row + r}, column {c}); "
-                "expected |x| < 3.4e38. Rescale those columns."
+                f"{name}: X holds values beyond float32's range (first at row {first_row + r}, column "
+                f"{column_label(c, columns)}); expected |x| < 3.4e38. Rescale those columns."
             )
     return out
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..deploy import conditions
-from ..deploy.validation import check_array, flatten_rows
+from ..deploy.validation import check_array, column_label, flatten_rows
 from ..errors import InputValidationError
 from .config import MIN_CALIBRATION_ROWS, TrainConfig
 
@@ -86,9 +86,9 @@ def observed_standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
-def check_missing(x: np.ndarray, name: str, first_row: int = 0) -> None:
+def check_missing(x: np.ndarray, name: str, first_row: int = 0, columns: list[str] | None = None) -> None:
     """Refuse ±inf in rows whose NaN are missing values (``check_array(allow_nonfinite=True)``
-    output, float32).
+    output, float32); ``columns`` names x's columns in the message (else their positions).
 
     Raises
     ------
@@ -99,7 +99,7 @@ def check_missing(x: np.ndarray, name: str, first_row: int = 0) -> None:
         r, c = np.argwhere(bad)[0]
         raise InputValidationError(
             f"{name}: X holds {int(bad.sum())} infinite values or values beyond float32's range (first at row "
-            f"{first_row + r}, column {c}); expected finite numbers or NaN for a missing value. Set them to NaN "
+            f"{first_row + r}, column {column_label(c, columns)}); expected finite numbers or NaN for a missing value. Set them to NaN "
             "to leave them out, or drop those rows.")
 
 
@@ -239,9 +239,10 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         raise InputValidationError("missing: missing values (NaN) are supported for all-numeric columns only; "
                                    "got categorical columns too. Fit without missing=True, or encode no "
                                    "categorical columns.")
-    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1, allow_nonfinite=missing)
+    x_all = check_array(flatten_rows(X, row_shape, name=name), name=name, min_rows=1, allow_nonfinite=missing,
+                        columns=slot_columns)
     if missing:
-        check_missing(x_all, name)
+        check_missing(x_all, name, columns=slot_columns)
     if categories:
         check_categories(x_all, categories, name, allow_unseen=False)
     if image is None:
@@ -258,9 +259,10 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
     else:
         x_train, c_train = x_all, c_all
         x_val = check_array(flatten_rows(X_val, row_shape, name="validation data"), name="validation data",
-                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS, allow_nonfinite=missing)
+                            n_features=x_all.shape[1], min_rows=MIN_CALIBRATION_ROWS, allow_nonfinite=missing,
+                            columns=slot_columns)
         if missing:
-            check_missing(x_val, "validation data")
+            check_missing(x_val, "validation data", columns=slot_columns)
         if categories:
             check_categories(x_val, categories, "validation data", allow_unseen=True)
         c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
