@@ -247,22 +247,18 @@ def fit(
     """Train a VAE on NORMAL_FILE, calibrate it on held-out rows, and write one ONNX model file."""
     with _errors():
         from vae_anomaly.training.config import parse_widths
-        from vae_anomaly.training.fit import fit_file, fit_progress_bar
+        from vae_anomaly.training.fit import fit_file
 
         config = TrainConfig(val_fraction=val_fraction, epochs=epochs, latent_dim=latent_dim, hidden=parse_widths(hidden),
                              seed=seed, device=device.value, beta=beta, kl_warmup=kl_warmup, batch_size=batch_size,
                              precision=precision.value, compile=compile_, free_bits=free_bits, arch=arch.value,
                              prior_max_rows=prior_max_rows)
-        bar, progress = fit_progress_bar(quiet, _err())
-        try:
-            meta = fit_file(normal_file, output, config=config, val=val, alpha=alpha, condition=condition,
-                            val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,
-                            checkpoint_every=checkpoint_every, resume=resume, progress=progress, exclude=exclude,
-                            id_columns=id_columns, categorical=categorical,
-                            csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
-                            time_column=time_column, labels=labels, time_order=time_order.value)
-        finally:
-            bar.stop()
+        meta = fit_file(normal_file, output, config=config, val=val, alpha=alpha, condition=condition,
+                        val_condition=val_condition, condition_kind=condition_kind.value, checkpoint=checkpoint,
+                        checkpoint_every=checkpoint_every, resume=resume, progress=not quiet, exclude=exclude,
+                        id_columns=id_columns, categorical=categorical,
+                        csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
+                        time_column=time_column, labels=labels, time_order=time_order.value)
         if not quiet:
             t = meta["training"]
             _err().print(f"wrote {output}: {t['n_train']} training rows, {t['n_val']} calibration rows, "

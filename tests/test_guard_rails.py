@@ -64,3 +64,18 @@ def test_a_threshold_that_flags_most_calibration_rows_warns_with_the_range(model
     assert res.is_anomaly.all()  # the warning does not change the answer
     _no_warning(lambda: scorer.predict(rows, threshold=float(np.median(cal)) + 1e-3))
     _no_warning(lambda: scorer.predict(rows))
+
+
+def test_fit_file_shows_the_cli_bar_when_asked_and_stays_quiet_in_a_script(tmp_path, cardio, capfd):
+    from vae_anomaly import fit_file
+
+    np.save(tmp_path / "n.npy", cardio[0][:120])
+    seen = []
+    fit_file(tmp_path / "n.npy", tmp_path / "a.onnx", config=TrainConfig(epochs=3),
+             progress=lambda *a: seen.append(a[:2]))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    capfd.readouterr()
+    fit_file(tmp_path / "n.npy", tmp_path / "b.onnx", config=TrainConfig(epochs=3))  # a script: no bar
+    assert "fit epoch" not in capfd.readouterr().err
+    fit_file(tmp_path / "n.npy", tmp_path / "c.onnx", config=TrainConfig(epochs=3), progress=True)
+    assert "fit epoch 3/3" in capfd.readouterr().err

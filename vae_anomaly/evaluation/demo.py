@@ -93,7 +93,7 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
 
     from ..deploy.batch import score_file
     from ..training.config import TrainConfig
-    from ..training.fit import fit_file, fit_progress_bar
+    from ..training.fit import fit_file
     from .benchmark import Baseline
 
     chosen = _check_names(names)
@@ -119,12 +119,8 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
         say(f"$ vae-anomaly fit {paths['normal']} -o {model_path}{options}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            bar, progress = fit_progress_bar(quiet)
-            try:
-                meta = fit_file(paths["normal"], model_path, alpha=DEMO_ALPHA, progress=progress,
-                                config=TrainConfig(seed=seed, epochs=epochs))
-            finally:
-                bar.stop()
+            meta = fit_file(paths["normal"], model_path, alpha=DEMO_ALPHA, progress=not quiet,
+                            config=TrainConfig(seed=seed, epochs=epochs))
             say(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
             res = score_file(paths["test"], model_path, scores_path)
         for message in dict.fromkeys(str(w.message) for w in caught):  # once each, in order

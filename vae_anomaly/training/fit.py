@@ -26,7 +26,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              condition: str | os.PathLike | None = None, val_condition: str | os.PathLike | None = None,
              condition_kind: str = "auto", checkpoint: str | os.PathLike | None = None,
              checkpoint_every: int = 10, resume: str | os.PathLike | None = None,
-             progress: ProgressCallback | None = None, exclude=None, id_columns=None, categorical=None,
+             progress: ProgressCallback | bool | None = None, exclude=None, id_columns=None, categorical=None,
              csv_format: CsvFormat = DEFAULT_CSV, window: int | str | None = None, time_column: str | None = None,
              labels: str | os.PathLike | None = None, time_order: str = "strict") -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
@@ -46,7 +46,10 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     checkpoint, checkpoint_every : write a training checkpoint there every ``checkpoint_every`` epochs.
     resume : continue from this checkpoint (written for the same rows); checkpoints keep going to it
         unless ``checkpoint`` is given.
-    progress : called after each epoch as progress(epoch, max_epochs, train_loss, val_neg_elbo).
+    progress : True = the CLI's progress bar (epoch, training loss, validation negative ELBO, time)
+        on stderr; False = none; None (default) = the bar in a Jupyter notebook, none elsewhere (a
+        script's output stays clean); or a callable, called after each epoch as
+        progress(epoch, max_epochs, train_loss, val_neg_elbo).
     exclude, id_columns, categorical : column roles of a table (names, a list or "a,b"): columns
         ignored at fit and score; ID columns (never features; carried into the score output);
         integer columns modelled as categories (text, boolean and dictionary columns always are).
@@ -89,12 +92,29 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     if (C is None) != (C_val is None) and X_val is not None:
         raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
                                    "conditions too (and only then).")
-    result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
-                   progress=progress, name=str(normal_file), checkpoint=checkpoint if checkpoint is not None else resume,
-                   checkpoint_every=checkpoint_every, resume=resume,
-                   categories=() if table is None else schema.categories(table), missing=series_spec is not None,
-                   slot_columns=_slot_columns(table, series_spec))
+    bar, callback = _progress(progress)
+    try:
+        result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
+                       progress=callback, name=str(normal_file),
+                       checkpoint=checkpoint if checkpoint is not None else resume,
+                       checkpoint_every=checkpoint_every, resume=resume,
+                       categories=() if table is None else schema.categories(table),
+                       missing=series_spec is not None, slot_columns=_slot_columns(table, series_spec))
+    finally:
+        if bar is not None:
+            bar.stop()
     return export_model(result, output, alpha=alpha, table=table, series=series_spec)
+
+
+def _progress(progress: ProgressCallback | bool | None):
+    """(the bar to stop or None, the per-epoch callback or None) for fit_file's ``progress``."""
+    if progress is None:
+        from rich.console import Console
+
+        progress = Console(stderr=True).is_jupyter
+    if progress is True:
+        return _progress_bar()
+    return None, progress or None
 
 
 def _slot_columns(table: dict | None, series_spec: dict | None) -> list[str] | None:
@@ -140,19 +160,19 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
     return X, X_val, table, None
 
 
-def fit_progress_bar(quiet: bool = False, console=None):
-    """A rich progress bar for a fit (epoch, training loss, validation negative ELBO, time) and the
-    ``progress`` callback of :func:`fit_file` that drives it; ``console`` defaults to stderr.
+def _progress_bar():
+    """A rich progress bar on stderr for a fit (epoch, training loss, validation negative ELBO,
+    time) and the ``progress`` callback of :func:`fit_file` that drives it.
 
     The bar starts with the first epoch, so an input error prints no empty bar; call ``bar.stop()``
-    when the fit returns or fails. ``quiet`` disables it.
+    when the fit returns or fails.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("[bold]fit[/] epoch {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("train {task.fields[train]:.3f}  val neg-ELBO {task.fields[val]:.3f}"),
-                   TimeElapsedColumn(), console=console or Console(stderr=True), disable=quiet)
+                   TimeElapsedColumn(), console=Console(stderr=True))
     task = bar.add_task("fit", total=None, train=float("nan"), val=float("nan"))
 
     def progress(epoch: int, max_epochs: int, train_loss: float, val_loss: float) -> None:
