@@ -12,7 +12,7 @@ from vae_anomaly.evaluation.datasets import (
     load_labelled,
     semi_supervised_split,
 )
-from vae_anomaly.evaluation.demo import TABLE_COLUMNS, demo_table, run_demo
+from vae_anomaly.evaluation.demo import DEMO_DATASETS, TABLE_COLUMNS, demo_epochs, demo_table, run_demo
 
 
 def test_bundled_files_load_safely_and_stay_small():
@@ -46,7 +46,7 @@ def test_run_demo_writes_the_split_and_returns_sane_numbers(tmp_path):
         for key in ("vae_roc_auc", "vae_average_precision", "iforest_roc_auc", "knn_roc_auc",
                     "false_alarm_rate", "recall"):
             assert 0.0 <= r[key] <= 1.0, key
-    assert any(line.startswith("$ vae-anomaly fit ") for line in said)
+    assert any(line.startswith("$ vae-anomaly fit ") and line.endswith(" --epochs 2") for line in said)
     assert any(line.startswith("$ vae-anomaly score ") and "--threshold auto" in line for line in said)
 
 
@@ -69,3 +69,31 @@ def test_demo_table_mean_row_is_the_mean_of_the_rows():
         assert column[3] == f"{np.mean([r[key] for r in rows]):.4f}"
     with pytest.raises(InputValidationError):
         demo_table([])
+
+
+def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_quarter_budget():
+    """Every dataset the demo runs by default has at least 99 calibration rows, so neither of its
+    rates is 0 by construction (issue 33); the demo's epochs are those of 1,000 steps."""
+    import math
+
+    from vae_anomaly.training.config import TrainConfig, auto_epochs
+
+    for name in DEMO_DATASETS:
+        _, y = load_labelled(bundled_path(name))
+        n_fit = len(semi_supervised_split(y, 0)[0])
+        assert math.ceil(0.2 * n_fit) >= 99, name
+        n_train = n_fit - math.ceil(0.2 * n_fit)
+        assert demo_epochs(n_fit) == auto_epochs(n_train, TrainConfig(target_steps=1000)) \
+            < auto_epochs(n_train, TrainConfig())
+
+
+def test_a_dataset_that_cannot_flag_shows_no_rate_and_the_caption_ends_with_the_next_step():
+    rows = [{"dataset": d, "vae_roc_auc": 0.9, "iforest_roc_auc": 0.8, "knn_roc_auc": 0.85,
+             "vae_average_precision": 0.5, "false_alarm_rate": fa, "recall": 0.5, "n_calibration": n}
+            for d, fa, n in (("big", 0.02, 300), ("small", 0.0, 40))]
+    table = demo_table(rows)
+    cells = {c.header: list(c.cells) for c in table.columns}
+    assert cells["false-alarm\nrate"] == ["0.0200", "n/a", "0.0200"] and cells["recall"][1] == "n/a"
+    assert "small: fewer than 99 calibration rows" in table.caption
+    assert table.caption.rstrip().endswith("mean ROC-AUC was 0.900 against KNN's 0.850).")
+    assert "2.0% of held-out normal rows were flagged" in table.caption
