@@ -1,0 +1,183 @@
+"""The examples of README.md and docs/ run as written (issue 33), on the README walk-through's data:
+the bundled thyroid rows, split as the demo splits them, with the six columns named.
+
+What a test changes, and why: the walk-through's ``fit`` gets ``--epochs 30`` and the Python pages'
+fits a budget of a few epochs (the default budget takes a minute a fit, and the suite must stay
+short); outputs are checked for their form, not their digits (digits depend on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["age", "tsh", "t3", "tt4", "t4u", "fti"]
+CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
+
+
+def _blocks(page: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", (ROOT / page).read_text(), flags=re.S)
+
+
+def _cli_line(command: str) -> str:
+    """``command`` with ``vae-anomaly`` run by this interpreter (the test may run outside a venv)."""
+    return command.replace("vae-anomaly ", " ".join(map(shlex.quote, CLI)) + " ", 1) if \
+        command.startswith("vae-anomaly ") else command
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    """The walk-through's folder: normal.csv (half of thyroid's normal rows), new.csv and new.npy
+    (the other normal rows and every anomaly), labels.npy; no model yet."""
+    from vae_anomaly.evaluation.datasets import bundled_path, load_labelled, semi_supervised_split
+
+    folder = tmp_path_factory.mktemp("walk")
+    X, y = load_labelled(bundled_path("thyroid"))
+    train, test = semi_supervised_split(y, 0)
+    header = ",".join(COLUMNS)
+    np.savetxt(folder / "normal.csv", X[train], delimiter=",", header=header, comments="")
+    np.savetxt(folder / "new.csv", X[test], delimiter=",", header=header, comments="")
+    np.save(folder / "new.npy", X[test])
+    np.save(folder / "labels.npy", y[test])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def walked(walk):
+    """The README's console walk-through, run: {command: completed process}, in order."""
+    block = _blocks("README.md", "console")[0]
+    runs = {}
+    for line in block.splitlines():
+        if not line.startswith("$ "):
+            continue
+        command = line[2:]
+        if command.startswith("vae-anomaly fit "):
+            command += " --epochs 30"
+        runs[line[2:]] = subprocess.run(["bash", "-c", _cli_line(command)], cwd=walk, capture_output=True,
+                                        text=True, timeout=600)
+    return runs
+
+
+#: a line of scores.csv with --features 2: row, score, p-value, flag, two column names
+SCORE_LINE = re.compile(r"^\d+,-?[\d.e+-]+,[\d.e-]+,[01],[a-z][a-z0-9]*;[a-z][a-z0-9]*$")
+
+
+def test_the_readme_walk_through_runs_and_prints_what_it_shows(walked):
+    block = _blocks("README.md", "console")[0]
+    assert all(r.returncode == 0 for r in walked.values()), {c: r.stderr[-500:] for c, r in walked.items()}
+    shown = [ln for ln in block.splitlines() if not ln.startswith("$ ")]
+    head = next(r.stdout.splitlines() for c, r in walked.items() if c.startswith("head -3"))
+    grep = next(r.stdout.splitlines() for c, r in walked.items() if c.startswith("grep"))
+    assert head[0] == "row,score,p_value,is_anomaly,top_features" == shown[1]
+    assert len(head) == 3 and all(SCORE_LINE.match(ln) for ln in head[1:]), head
+    # the README's own sample lines have the form the files have: column names, not indices
+    assert all(SCORE_LINE.match(ln) for ln in shown[2:]), shown
+    assert len(grep) == 1 and grep[0].split(",")[3] == "1" and SCORE_LINE.match(grep[0]), grep
+    assert set(grep[0].split(",")[4].split(";")) <= set(COLUMNS)
+
+
+def _score_curls(page: str) -> list[str]:
+    """Each ``curl ... /score`` command of ``page``'s bash blocks, continuation lines joined."""
+    commands = []
+    for block in _blocks(page, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith("curl ") and "/score" in line:
+                commands.append(line)
+    return commands
+
+
+@pytest.fixture(scope="module")
+def served(walked, walk):
+    """The port of ``vae-anomaly serve -m model.onnx`` of the walk-through's model."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(CLI + ["serve", "-m", "model.onnx", "--port", str(port)], cwd=walk,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/service.md"])
+def test_every_http_example_gets_an_answer_from_the_walk_through_model(served, walk, page):
+    """Each ``curl .../score`` line, run by curl as written (the port aside) against the served model."""
+    commands = _score_curls(page)
+    assert len(commands) >= 2, commands
+    for command in commands:
+        command = command.replace("localhost:8000", f"localhost:{served}")
+        r = subprocess.run(["bash", "-c", command.split("  #")[0] + " -w '\\n%{http_code}'"], cwd=walk,
+                           capture_output=True, text=True, timeout=120)
+        body, status = r.stdout.rsplit("\n", 1)
+        assert status == "200", (command, body[:300])
+        answer = json.loads(body)
+        assert len(answer["scores"]) == len(answer["p_values"]) == len(answer["is_anomaly"]) >= 1
+        if '"features"' in command:
+            assert all(set(names) <= set(COLUMNS) for names in answer["top_features"])
+
+
+def test_the_monitoring_example_says_anomalies_only_when_there_are_some(walked, walk):
+    """docs/cli.md's monitoring lines: exit 6 (a flagged row) prints the message; a batch with no
+    flag prints nothing and succeeds; a failure is not mistaken for either."""
+    from vae_anomaly import Scorer
+
+    block = _blocks("docs/cli.md", "bash")[0]
+    X = np.load(walk / "new.npy")
+    res = Scorer(walk / "model.onnx").predict(X)
+    np.save(walk / "flagged.npy", X[res.is_anomaly][:5])
+    np.save(walk / "quiet.npy", X[~res.is_anomaly][:5])
+    for today, printed, code in (("flagged.npy", True, 0), ("quiet.npy", False, 0), ("missing.npy", False, 3)):
+        script = "\n".join(_cli_line(ln) for ln in block.replace("today.npy", today).splitlines())
+        r = subprocess.run(["bash", "-c", "set +e\n" + script], cwd=walk, capture_output=True, text=True,
+                           timeout=300)
+        assert ("anomalies" in r.stdout) == printed and r.returncode == code, (today, r.stdout, r.stderr[-300:])
+
+
+def test_the_python_pages_run(walked, walk, tmp_path, monkeypatch, mixed_frame):
+    """Every Python block of docs/model-file.md (on the walk-through's model) and docs/python.md, in
+    order, in one namespace holding the names the pages assume (X, X_normal, X_new, frame: host,
+    numbers, a category column; new_frame), in a copy of the walk-through's folder, fits cut to 3 epochs."""
+    import shutil
+
+    from vae_anomaly.evaluation.datasets import bundled_path, load_labelled
+    from vae_anomaly.training import loop
+
+    for name in ("normal.csv", "new.csv", "new.npy", "model.onnx"):
+        shutil.copy(walk / name, tmp_path / name)
+    monkeypatch.setattr(loop, "auto_epochs", lambda n, cfg: 3)
+    monkeypatch.chdir(tmp_path)
+    X_all, y = load_labelled(bundled_path("thyroid"))
+
+    def table(n, seed):
+        return mixed_frame(n, seed)[["host", "a", "proto"]].rename(columns={"a": "duration"})
+
+    namespace = {"X": X_all[:50], "X_normal": X_all[y == 0][:300], "X_new": X_all[:50], "frame": table(120, 0),
+                 "new_frame": table(20, 1)}
+    for page in ("docs/model-file.md", "docs/python.md"):
+        for block in _blocks(page, "python"):
+            exec(compile(block, page, "exec"), namespace)  # noqa: S102 - the project's own docs
+    assert namespace["ok"]                                  # model-file.md's checksum check
+    assert json.loads((tmp_path / "summary.json").read_text())["n_rows"] == len(np.load(walk / "new.npy"))
