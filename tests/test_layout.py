@@ -84,17 +84,17 @@ def test_an_unknown_public_name_is_an_attribute_error():
         vae_anomaly.nonexistent  # noqa: B018
 
 
-def test_scoring_a_file_imports_neither_onnx_nor_pandas(model_path, cardio, tmp_path):
+def test_scoring_a_numeric_csv_imports_neither_onnx_nor_pandas(model_path, cardio, tmp_path):
     """Loading, verifying and pruning the model file use the protobuf messages alone, and reading a
-    CSV never goes through pandas (importing them costs seconds of a small ``score``; issue 33); the
-    messages are the classes ``onnx`` itself uses."""
+    numeric CSV needs neither pandas nor pyarrow.compute (importing them costs seconds of a small
+    ``score``; issue 33); the messages are the classes ``onnx`` itself uses."""
     rows = tmp_path / "rows.csv"
     np.savetxt(rows, cardio[1][:3], delimiter=",", header=",".join(f"c{i}" for i in range(21)), comments="")
     r = _run("from vae_anomaly import score_file, Scorer\n"
              f"res = score_file({str(rows)!r}, {str(model_path)!r}, {str(tmp_path / 's.csv')!r})\n"
              f"Scorer({str(model_path)!r}).feature_terms(__import__('numpy').zeros((1, 21), 'float32'))\n"
              "assert 'onnx' not in sys.modules and 'onnx.onnx_ml_pb2' in sys.modules, sorted(sys.modules)\n"
-             "assert 'pandas' not in sys.modules\n"
+             "assert 'pandas' not in sys.modules and 'pyarrow.compute' not in sys.modules\n"
              "import onnx\n"
              "from vae_anomaly.deploy.onnx_proto import messages\n"
              "assert onnx.ModelProto is messages().ModelProto\n"

@@ -425,10 +425,9 @@ class ScoreWriter:
 
 def _text_columns(ids) -> list[list]:
     """A pyarrow Table's columns as lists of text (None for a missing value)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return [(c if pa.types.is_string(c.type) else pc.cast(c, pa.string())).to_pylist() for c in ids.columns]
+    pa = tables.load_pyarrow()
+    return [(c if pa.types.is_string(c.type) else tables.arrow_compute().cast(c, pa.string())).to_pylist()
+            for c in ids.columns]
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import load_pyarrow, to_numpy
+from .tables import arrow_compute, load_pyarrow, to_numpy
 
 #: the most categories a categorical column may have
 MAX_CATEGORIES = 1000
@@ -131,7 +131,7 @@ def build_schema(table, roles: dict, *, name: str = "X") -> dict:
         if f["kind"] == "categorical":
             values = _as_text(table.column(f["name"]))
             present = int(len(values) - values.null_count)
-            vocab = sorted(v for v in pa.compute.unique(values).to_pylist() if v is not None)
+            vocab = sorted(v for v in arrow_compute().unique(values).to_pylist() if v is not None)
             limit = MAX_CATEGORIES if present < _MIN_ROWS_FOR_RATIO else min(MAX_CATEGORIES, present // 2)
             if not vocab or len(vocab) > limit:
                 why = "no value" if not vocab else f"{len(vocab)} distinct values in {present} rows"
@@ -148,7 +148,7 @@ def _as_text(column):
     pa = load_pyarrow()
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    return column if pa.types.is_string(column.type) else pa.compute.cast(column, pa.string())
+    return column if pa.types.is_string(column.type) else arrow_compute().cast(column, pa.string())
 
 
 def feature_names(schema: dict) -> list[str]:
@@ -239,7 +239,7 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
             continue
         k = len(f["categories"])
         text = _as_text(column)
-        idx = pa.compute.index_in(text, value_set=pa.array(f["categories"], pa.string()))
+        idx = arrow_compute().index_in(text, value_set=pa.array(f["categories"], pa.string()))
         absent = to_numpy(text.is_null(), bool)
         idx = to_numpy(idx, np.int64, fill=k)  # unseen -> slot k
         out[np.arange(n), j + idx] = 1.0
@@ -254,7 +254,7 @@ def _as_float(column, col: str, name: str, first_row: int) -> np.ndarray:
     """A numeric column as float64 (nulls -> NaN); text that is not a number is refused."""
     pa = load_pyarrow()
     try:
-        values = column if pa.types.is_floating(column.type) else pa.compute.cast(column, pa.float64())
+        values = column if pa.types.is_floating(column.type) else arrow_compute().cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         for i, v in enumerate(column.to_pylist()):
             try:

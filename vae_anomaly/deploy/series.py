@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import load_pyarrow, to_numpy
+from .tables import arrow_compute, load_pyarrow, to_numpy
 
 #: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
 DEFAULT_WINDOW = 64
@@ -78,7 +78,7 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np
         raise InputValidationError(f"{name}: column {time_column!r}, data row {first_row + r}, is empty; "
                                    "expected a timestamp on every row.")
     try:
-        ts = pa.compute.cast(column, pa.timestamp("ns"))
+        ts = arrow_compute().cast(column, pa.timestamp("ns"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise InputValidationError(f"{name}: column {time_column!r} does not hold timestamps ({str(e)[:100]}); "
                                    "expected e.g. 2026-01-01 00:05:00.") from None

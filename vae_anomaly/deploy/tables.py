@@ -53,11 +53,19 @@ DEFAULT_CSV = CsvFormat()
 
 
 def load_pyarrow():
-    """pyarrow, with pyarrow.compute loaded (imported when a table is read, not with the package)."""
+    """pyarrow (imported when a table is read, not with the package); its compute functions are
+    :func:`arrow_compute`'s."""
     import pyarrow as pa
-    import pyarrow.compute  # noqa: F401  (loads pa.compute)
 
     return pa
+
+
+def arrow_compute():
+    """``pyarrow.compute``, imported on first use: building its function wrappers takes about a
+    tenth of a second, which a numeric CSV's ``score`` does not need."""
+    import pyarrow.compute as pc
+
+    return pc
 
 
 def to_numpy(values, dtype, fill=0) -> np.ndarray:
@@ -70,9 +78,10 @@ def to_numpy(values, dtype, fill=0) -> np.ndarray:
     pa = load_pyarrow()
     dtype = np.dtype(dtype)
     arrow_type = pa.uint8() if dtype == np.bool_ else pa.from_numpy_dtype(dtype)
-    values = pa.compute.cast(values, arrow_type)
-    if values.null_count:
-        values = values.fill_null(pa.scalar(fill, arrow_type))
+    if values.type != arrow_type or values.null_count:
+        values = arrow_compute().cast(values, arrow_type)
+        if values.null_count:
+            values = values.fill_null(pa.scalar(fill, arrow_type))
     chunks = [np.from_dlpack(c) for c in getattr(values, "chunks", [values]) if len(c)]
     return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.empty(0, dtype)
 
@@ -137,8 +146,8 @@ def _find_cell(p: Path, fmt: CsvFormat, column: str, value: str) -> str:
     done = 0
     try:
         for table in _iter_csv_batches(p, 1 << 16, fmt, {column: pa.string()}, [column]):
-            hits = pa.compute.equal(table.column(0), value)
-            idx = pa.compute.index(hits, True).as_py()
+            hits = arrow_compute().equal(table.column(0), value)
+            idx = arrow_compute().index(hits, True).as_py()
             if idx >= 0:
                 return f", data row {done + idx},"
             done += table.num_rows
