@@ -83,7 +83,7 @@ def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_quarter_bu
         n_fit = len(semi_supervised_split(y, 0)[0])
         assert math.ceil(0.2 * n_fit) >= 99, name
         n_train = n_fit - math.ceil(0.2 * n_fit)
-        assert demo_epochs(n_fit) == auto_epochs(n_train, TrainConfig(target_steps=1000)) \
+        assert demo_epochs(n_fit) == auto_epochs(n_train, TrainConfig(target_steps=TrainConfig.target_steps // 4)) \
             < auto_epochs(n_train, TrainConfig())
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..deploy.io import atomic_write
 from ..errors import InputValidationError, OutputWriteError
+from ..training.config import TrainConfig
 from .datasets import BUNDLED, bundled_path, load_labelled, semi_supervised_split
 
 if TYPE_CHECKING:
@@ -32,16 +33,16 @@ DEMO_ALPHA = 0.01
 DEMO_DATASETS = ("letter", "cardio", "spambase", "thyroid")
 #: the demo's training budget, in gradient steps of the default batch: a quarter of ``fit``'s default
 #: (``TrainConfig.target_steps``), so that the four fits take under a minute on 2 cores; on these four
-#: datasets the full budget changed the benchmark's 3-seed ROC-AUC by -0.009 to +0.003
-#: (benchmarks/README.md, "The demo")
-DEMO_STEPS = 1000
+#: datasets the full budget changed the 3-seed ROC-AUC by -0.009 to +0.003 (benchmarks/README.md,
+#: "The demo")
+DEMO_STEPS = TrainConfig.target_steps // 4
 
 
 def demo_epochs(n_fit_rows: int, seed: int = 0) -> int:
     """The epochs of the demo's budget (:data:`DEMO_STEPS`) for a fit on ``n_fit_rows`` rows, as
     ``fit --epochs`` takes them: the same epochs, and so the same early-stopping patience, that the
     automatic budget gives with ``target_steps=DEMO_STEPS``."""
-    from ..training.config import TrainConfig, auto_epochs
+    from ..training.config import auto_epochs
     from ..training.data import split_rows
 
     cfg = TrainConfig(seed=seed, target_steps=DEMO_STEPS)
@@ -116,7 +117,6 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from ..deploy.batch import score_file
-    from ..training.config import TrainConfig
     from ..training.fit import fit_file
     from .benchmark import Baseline
 
