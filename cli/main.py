@@ -393,7 +393,7 @@ def demo(
     out_dir: Annotated[Path, typer.Option(help="Folder for the splits, the models and the scores.")] = Path("demo"),
     seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
     epochs: Annotated[Optional[int], typer.Option(
-        help="Maximum epochs (default: the demo's budget, 1,000 steps, a quarter of fit's).")] = None,
+        help="Maximum epochs (default: the demo's budget, a fifth of fit's steps).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Fit on half of each bundled real dataset's normal rows, score the rest, and print ROC-AUC beside

@@ -71,7 +71,7 @@ def test_demo_table_mean_row_is_the_mean_of_the_rows():
         demo_table([])
 
 
-def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_quarter_budget():
+def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_fifth_of_the_budget():
     """Every dataset the demo runs by default has at least 99 calibration rows, so neither of its
     rates is 0 by construction (issue 33); the demo's epochs are those of 1,000 steps."""
     import math
@@ -83,7 +83,7 @@ def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_quarter_bu
         n_fit = len(semi_supervised_split(y, 0)[0])
         assert math.ceil(0.2 * n_fit) >= 99, name
         n_train = n_fit - math.ceil(0.2 * n_fit)
-        assert demo_epochs(n_fit) == auto_epochs(n_train, TrainConfig(target_steps=TrainConfig.target_steps // 4)) \
+        assert demo_epochs(n_fit) == auto_epochs(n_train, TrainConfig(target_steps=TrainConfig.target_steps // 5)) \
             < auto_epochs(n_train, TrainConfig())
 
 

@@ -31,11 +31,13 @@ DEMO_ALPHA = 0.01
 #: ``--threshold auto`` can flag a row; fewest rows first. Their mean ROC-AUC gaps to IsolationForest
 #: and KNN in the published benchmark are within 0.015 of the 32 datasets' (vae_anomaly/data/README.md)
 DEMO_DATASETS = ("letter", "cardio", "spambase", "thyroid")
-#: the demo's training budget, in gradient steps of the default batch: a quarter of ``fit``'s default
-#: (``TrainConfig.target_steps``), so that the four fits take under a minute on 2 cores; on these four
-#: datasets the full budget changed the 3-seed ROC-AUC by -0.009 to +0.003 (benchmarks/README.md,
-#: "The demo")
-DEMO_STEPS = TrainConfig.target_steps // 4
+#: the demo's training budget, in gradient steps of the default batch: a fifth of ``fit``'s default
+#: (``TrainConfig.target_steps``), so that the whole demo takes under 3 minutes of CPU on 2 cores
+#: (benchmarks/README.md, "The demo": what the shorter budget changes there)
+DEMO_STEPS = TrainConfig.target_steps // 5
+#: torch's intra-op threads during the demo's fits: batches of 128 rows of a 256-wide network gain
+#: little from a second thread but pay for it in CPU time (benchmarks/README.md, "The demo")
+DEMO_THREADS = 1
 
 
 def demo_epochs(n_fit_rows: int, seed: int = 0) -> int:
@@ -91,7 +93,7 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
     out_dir : folder for the files (created if missing; one subfolder per dataset).
     seed : seed of the split, of training and of IsolationForest.
     epochs : maximum training epochs; None = the demo's budget of :data:`DEMO_STEPS` steps
-        (:func:`demo_epochs`), a quarter of ``fit``'s.
+        (:func:`demo_epochs`), a fifth of ``fit``'s.
     quiet : no training progress bar (otherwise one per fit, on stderr).
     say : called with each line of narration (the dataset, the commands, notes such as a
         calibration set too small for ``alpha``), without rich markup.
@@ -114,57 +116,67 @@ def run_demo(names: list[str] | None, out_dir: Path, *, seed: int = 0, epochs: i
     OutputWriteError : ``out_dir`` cannot be created or written.
     TrainingError : training diverged (from ``fit_file``).
     """
+    import torch
+
+    chosen = _check_names(names)
+    out_dir = Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(DEMO_THREADS)
+    try:
+        return [_run_one(name, out_dir, seed, epochs, quiet, say) for name in chosen]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_one(name: str, out_dir: Path, seed: int, epochs: int | None, quiet: bool,
+             say: Callable[[str], None]) -> dict:
+    """:func:`run_demo`'s steps 1-4 for one bundled dataset: its row of the table."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from ..deploy.batch import score_file
     from ..training.fit import fit_file
     from .benchmark import Baseline
 
-    chosen = _check_names(names)
-    out_dir = Path(out_dir)
-    rows = []
-    for name in chosen:
-        X, y = load_labelled(bundled_path(name))
-        train_idx, test_idx = semi_supervised_split(y, seed)
-        folder = out_dir / name
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputWriteError(f"{folder}: cannot create the folder ({e.strerror}); expected a writable "
-                                   "place for the demo's files. Pass another output folder.") from None
-        paths = {k: folder / f"{k}.npy" for k in ("normal", "test", "test_labels")}
-        y_test = y[test_idx]
-        for key, arr in (("normal", X[train_idx]), ("test", X[test_idx]), ("test_labels", y_test)):
-            _save(paths[key], arr)
-        model_path, scores_path = folder / "model.onnx", folder / "scores.csv"
-        say(f"{name}: {len(train_idx)} normal rows to fit on; {len(test_idx)} test rows "
-            f"({int(y_test.sum())} anomalies)")
-        n_epochs = demo_epochs(len(train_idx), seed) if epochs is None else epochs
-        options = (f" --seed {seed}" if seed else "") + f" --epochs {n_epochs}"
-        say(f"$ vae-anomaly fit {paths['normal']} -o {model_path}{options}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            meta = fit_file(paths["normal"], model_path, alpha=DEMO_ALPHA, progress=not quiet,
-                            config=TrainConfig(seed=seed, epochs=n_epochs))
-            say(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
-            res = score_file(paths["test"], model_path, scores_path)
-        for message in dict.fromkeys(str(w.message) for w in caught):  # once each, in order
-            say(f"note: {message}")
-        normal, anomalous = y_test == 0, y_test == 1
-        baseline_auc = {m: float(roc_auc_score(y_test, Baseline(m, seed).fit(X[train_idx]).score(X[test_idx])))
-                        for m in ("iforest", "knn")}
-        rows.append({
-            "dataset": name, "n_train": len(train_idx), "n_test": len(test_idx),
-            "n_anomalies": int(anomalous.sum()),
-            "vae_roc_auc": float(roc_auc_score(y_test, res.scores)),
-            "vae_average_precision": float(average_precision_score(y_test, res.scores)),
-            "false_alarm_rate": float(res.is_anomaly[normal].mean()),
-            "recall": float(res.is_anomaly[anomalous].mean()),
-            "iforest_roc_auc": baseline_auc["iforest"], "knn_roc_auc": baseline_auc["knn"],
-            "n_calibration": int(meta["n_calibration"]),
-            "fit_seconds": float(meta.get("training", {}).get("seconds", float("nan"))),
-        })
-    return rows
+    X, y = load_labelled(bundled_path(name))
+    train_idx, test_idx = semi_supervised_split(y, seed)
+    folder = out_dir / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputWriteError(f"{folder}: cannot create the folder ({e.strerror}); expected a writable "
+                               "place for the demo's files. Pass another output folder.") from None
+    paths = {k: folder / f"{k}.npy" for k in ("normal", "test", "test_labels")}
+    y_test = y[test_idx]
+    for key, arr in (("normal", X[train_idx]), ("test", X[test_idx]), ("test_labels", y_test)):
+        _save(paths[key], arr)
+    model_path, scores_path = folder / "model.onnx", folder / "scores.csv"
+    say(f"{name}: {len(train_idx)} normal rows to fit on; {len(test_idx)} test rows "
+        f"({int(y_test.sum())} anomalies)")
+    n_epochs = demo_epochs(len(train_idx), seed) if epochs is None else epochs
+    options = (f" --seed {seed}" if seed else "") + f" --epochs {n_epochs}"
+    say(f"$ vae-anomaly fit {paths['normal']} -o {model_path}{options}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        meta = fit_file(paths["normal"], model_path, alpha=DEMO_ALPHA, progress=not quiet,
+                        config=TrainConfig(seed=seed, epochs=n_epochs))
+        say(f"$ vae-anomaly score {paths['test']} -m {model_path} --threshold auto -o {scores_path}")
+        res = score_file(paths["test"], model_path, scores_path)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once each, in order
+        say(f"note: {message}")
+    normal, anomalous = y_test == 0, y_test == 1
+    baseline_auc = {m: float(roc_auc_score(y_test, Baseline(m, seed).fit(X[train_idx]).score(X[test_idx])))
+                    for m in ("iforest", "knn")}
+    return {
+        "dataset": name, "n_train": len(train_idx), "n_test": len(test_idx),
+        "n_anomalies": int(anomalous.sum()),
+        "vae_roc_auc": float(roc_auc_score(y_test, res.scores)),
+        "vae_average_precision": float(average_precision_score(y_test, res.scores)),
+        "false_alarm_rate": float(res.is_anomaly[normal].mean()),
+        "recall": float(res.is_anomaly[anomalous].mean()),
+        "iforest_roc_auc": baseline_auc["iforest"], "knn_roc_auc": baseline_auc["knn"],
+        "n_calibration": int(meta["n_calibration"]),
+        "fit_seconds": float(meta.get("training", {}).get("seconds", float("nan"))),
+    }
 
 
 #: (column title, row key) of :func:`demo_table`
