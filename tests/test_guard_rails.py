@@ -31,7 +31,7 @@ def test_one_valued_columns_are_named_and_the_others_are_not(rng):
                                                                "categories": ["normal"]}]}
     with pytest.warns(UserWarning, match=r"2 columns \('flat', 'attack'\).*--exclude flat,attack"):
         prepare(x, TrainConfig(), slot_columns=schema.slot_columns(spec), name="conn.csv")
-    with pytest.warns(UserWarning, match=r"1 column \('column 1'\) holds.*dropping them"):
+    with pytest.warns(UserWarning, match=r"1 column \('column 1'\) holds.*drop them from the rows"):
         prepare(x[:, :3], TrainConfig(), name="x.npy")
     _no_warning(lambda: prepare(x[:, [0, 2]], TrainConfig(), name="x.npy"))
 

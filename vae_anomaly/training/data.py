@@ -190,11 +190,12 @@ def warn_constant_columns(x: np.ndarray, slot_columns: list[str] | None, name: s
     if names:
         shown = ", ".join(map(repr, names[:_MAX_NAMED])) + (f" and {len(names) - _MAX_NAMED} more"
                                                              if len(names) > _MAX_NAMED else "")
-        fix = f"--exclude {','.join(names)}" if slot_columns is not None else "dropping them from the rows"
+        fix = (f"fit again with --exclude {','.join(names)}" if slot_columns is not None
+               else "drop them from the rows and fit again")
         warnings.warn(
             f"{name}: {len(names)} column{'s' if len(names) > 1 else ''} ({shown}) hold{'' if len(names) > 1 else 's'} "
             "one value in every training row: a label left in, or a feature that cannot tell normal rows apart "
-            f"(any other value will score high). Kept; if that is not what you want, fit again with {fix}.",
+            f"(any other value will score high). Kept; if that is not what you want, {fix}.",
             stacklevel=3)
 
 
@@ -245,15 +246,13 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         check_missing(x_all, name, columns=slot_columns)
     if categories:
         check_categories(x_all, categories, name, allow_unseen=False)
-    if image is None:
-        warn_constant_columns(x_all, slot_columns, name)
     spec = None if condition is None else conditions.fit_spec(condition, len(x_all), condition_kind)
     c_all = conditions.encode(condition, spec, len(x_all))
     fingerprint = hashlib.sha256(x_all.tobytes() + (b"" if c_all is None else c_all.tobytes())).hexdigest()
     if X_val is None:
         if condition_val is not None:
             raise InputValidationError("validation conditions were given without validation rows (--val).")
-        tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)
+        tr, va = split_rows(x_all.shape[0], cfg.val_fraction, cfg.seed)  # refuses too few rows before the warning below
         x_train, x_val = x_all[tr], x_all[va]
         c_train, c_val = (None, None) if c_all is None else (c_all[tr], c_all[va])
     else:
@@ -266,6 +265,8 @@ def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=No
         if categories:
             check_categories(x_val, categories, "validation data", allow_unseen=True)
         c_val = conditions.encode(condition_val, spec, len(x_val), "validation conditions")
+    if image is None:
+        warn_constant_columns(x_all, slot_columns, name)
     n_dropped = 0
     if missing:
         keep = ~np.isnan(x_train).all(axis=1)
