@@ -181,3 +181,112 @@ def test_the_python_pages_run(walked, walk, tmp_path, monkeypatch, mixed_frame):
             exec(compile(block, page, "exec"), namespace)  # noqa: S102 - the project's own docs
     assert namespace["ok"]                                  # model-file.md's checksum check
     assert json.loads((tmp_path / "summary.json").read_text())["n_rows"] == len(np.load(walk / "new.npy"))
+
+
+# ---------------------------------------------------------------- the other pages' shell examples
+
+
+def _connections(n: int, seed: int, *, with_time: bool):
+    """A monitoring table as the tables examples have it: (ts,) host, a label, numbers, categories."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    frame = pd.DataFrame({"host": [f"web-{i % 9}" for i in range(n)], "attack": "normal",
+                          "difficulty": rng.integers(1, 21, n), "duration": np.exp(x),
+                          "src_bytes": 300 + 40 * x + rng.standard_normal(n),
+                          "protocol_type": rng.choice(["tcp", "udp", "icmp"], n),
+                          "service": rng.choice(["http", "ftp", "smtp"], n)})
+    if with_time:
+        frame.insert(0, "ts", pd.date_range("2026-01-01", periods=n, freq="min").strftime("%Y-%m-%d %H:%M:%S"))
+    return frame
+
+
+def _series(n: int, start: int):
+    import pandas as pd
+
+    t = np.arange(start, start + n)
+    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(5 * t, unit="min")
+    rng = np.random.default_rng(start)
+    return pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"),
+                         "value": np.sin(2 * np.pi * t / 48) + 0.05 * rng.standard_normal(n)})
+
+
+def _setup_connections(folder: Path, walk: Path) -> None:
+    _connections(300, 0, with_time=True).to_csv(folder / "connections.csv", index=False)
+    _connections(40, 1, with_time=True).to_csv(folder / "today.csv", index=False)
+
+
+def _setup_tables(folder: Path, walk: Path) -> None:
+    _connections(300, 0, with_time=False).to_csv(folder / "normal.csv", index=False)
+    _connections(40, 1, with_time=False).to_csv(folder / "today.csv", index=False)
+
+
+def _setup_series(folder: Path, walk: Path) -> None:
+    _series(600, 0).to_csv(folder / "cpu_last_week.csv", index=False)
+    _series(150, 600).to_csv(folder / "cpu_today.csv", index=False)
+
+
+def _setup_calibrate(folder: Path, walk: Path) -> None:
+    import shutil
+
+    shutil.copy(walk / "model.onnx", folder / "model.onnx")
+    np.save(folder / "val.npy", np.load(walk / "new.npy")[::3])
+    np.save(folder / "val_labels.npy", np.load(walk / "labels.npy")[::3])
+
+
+def _setup_conditions(folder: Path, walk: Path) -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 2, 300)
+    np.save(folder / "readings.npy", rng.standard_normal((300, 4)) + 2.5 * (2 * ids[:, None] - 1))
+    np.save(folder / "machine_ids.npy", ids)
+    np.save(folder / "new.npy", rng.standard_normal((30, 4)))
+    np.save(folder / "new_machine_ids.npy", rng.integers(0, 2, 30))
+
+
+#: (page, language, index of the block among that language's, the files it needs)
+SHELL_EXAMPLES = [("README.md", "bash", 2, _setup_connections), ("README.md", "bash", 3, _setup_series),
+                  ("docs/tables.md", "console", 0, _setup_tables), ("docs/series.md", "console", 0, _setup_series),
+                  ("docs/cli.md", "bash", 1, _setup_calibrate),
+                  ("docs/images-and-conditions.md", "bash", 0, _setup_conditions)]
+
+
+@pytest.mark.parametrize("page, lang, index, setup", SHELL_EXAMPLES, ids=lambda v: v if isinstance(v, str) else "")
+def test_the_shell_examples_run_on_files_like_theirs(walked, walk, tmp_path, page, lang, index, setup):
+    """Each command of the block, as written (fits cut to 3 epochs), exits 0 on files with the
+    columns the page names; a console block's ``head`` shows the header the page shows."""
+    block = _blocks(page, lang)[index]
+    setup(tmp_path, walk)
+    lines = [ln[2:] if lang == "console" else ln for ln in block.splitlines()
+             if (ln.startswith("$ ") if lang == "console" else ln.strip() and not ln.startswith("#"))]
+    shown = [ln for ln in block.splitlines() if not ln.startswith("$ ")] if lang == "console" else []
+    for command in lines:
+        command = command.split("  #")[0].strip()
+        if command.startswith("vae-anomaly fit "):
+            command += " --epochs 3"
+        r = subprocess.run(["bash", "-c", _cli_line(command)], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, (command, r.stderr[-800:])
+        if command.startswith("head "):
+            out = r.stdout.splitlines()
+            assert out[0] == shown[0] and len(out) == len(shown), (out, shown)
+            assert out[1].count(",") == shown[1].count(","), (out[1], shown[1])
+
+
+def test_the_dask_example_runs(walked, walk, tmp_path, monkeypatch):
+    """docs/scale.md's Dask lines, on a .npy of rows and a Parquet folder of the walk-through's columns."""
+    import shutil
+
+    import pandas as pd
+
+    pytest.importorskip("dask.dataframe")
+    rows = np.load(walk / "new.npy")
+    np.save(tmp_path / "rows.npy", rows)
+    (tmp_path / "rows").mkdir()
+    pd.DataFrame(rows, columns=COLUMNS).to_parquet(tmp_path / "rows" / "part.0.parquet")
+    shutil.copy(walk / "model.onnx", tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_blocks("docs/scale.md", "python")[0], "docs/scale.md", "exec"), namespace)  # noqa: S102
+    assert namespace["scores"].compute().shape == (len(rows),)
+    assert len(namespace["out"].compute()) == len(rows)
