@@ -397,7 +397,7 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Fit on half of each bundled real dataset's normal rows, score the rest, and print ROC-AUC beside
-    IsolationForest and KNN, with the means (about a minute of fits on 2 cores)."""
+    IsolationForest and KNN, with the means (about 2.5 minutes on one core)."""
     with _errors():
         from rich.console import Console
 

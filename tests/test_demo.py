@@ -73,7 +73,7 @@ def test_demo_table_mean_row_is_the_mean_of_the_rows():
 
 def test_the_default_datasets_can_flag_at_the_demos_alpha_and_train_a_fifth_of_the_budget():
     """Every dataset the demo runs by default has at least 99 calibration rows, so neither of its
-    rates is 0 by construction (issue 33); the demo's epochs are those of 1,000 steps."""
+    rates is 0 by construction (issue 33); the demo's epochs are those of a fifth of fit's steps."""
     import math
 
     from vae_anomaly.training.config import TrainConfig, auto_epochs

@@ -59,11 +59,12 @@ def test_a_threshold_that_flags_most_calibration_rows_warns_with_the_range(model
     scorer = Scorer(model_path)
     cal = scorer.calibration[scorer.default_score]
     rows = cardio[1][:20]
-    with pytest.warns(UserWarning, match=r"--threshold .* flags 100% of the model's \d+ calibration rows.*auto"):
+    with pytest.warns(UserWarning, match=r"threshold .* flags 100% of the model's \d+ calibration rows.*auto"):
         res = scorer.predict(rows, threshold=float(cal[0]) - 1.0)
     assert res.is_anomaly.all()  # the warning does not change the answer
     _no_warning(lambda: scorer.predict(rows, threshold=float(np.median(cal)) + 1e-3))
     _no_warning(lambda: scorer.predict(rows))
+    _no_warning(lambda: scorer.predict(rows, threshold=float(cal[0]) - 1.0, fdr=0.1))  # the threshold is unused
 
 
 def test_fit_file_shows_the_cli_bar_when_asked_and_stays_quiet_in_a_script(tmp_path, cardio, capfd):

@@ -118,10 +118,10 @@ def warn_if_threshold_flags_most(threshold: float, calibration_sorted: np.ndarra
     share = float(np.mean(cal > threshold)) if cal.size else 0.0
     if share > MOST_CALIBRATION_ROWS:
         warnings.warn(
-            f"--threshold {threshold:g} flags {share:.0%} of the model's {cal.size} calibration rows (normal rows "
+            f"threshold {threshold:g} flags {share:.0%} of the model's {cal.size} calibration rows (normal rows "
             f"held out at fit; their {score} scores run from {cal[0]:.4g} to {cal[-1]:.4g} nats, higher = more "
-            "anomalous): scores are not probabilities. Use --threshold auto with --alpha for a known false-alarm "
-            "rate, or a threshold in that range.",
+            "anomalous): scores are not probabilities. Use the threshold auto with an alpha (--threshold auto --alpha A) "
+            "for a known false-alarm rate, or a threshold in that range.",
             stacklevel=3,
         )
 

@@ -161,14 +161,19 @@ def categories(schema: dict) -> tuple[int, ...]:
     return tuple(len(f["categories"]) for f in schema["features"] if f["kind"] == "categorical")
 
 
+def _slots(feature: dict) -> int:
+    """Columns of the encoded matrix a feature takes: 1 if numeric, K + 1 if categorical."""
+    return 1 if feature["kind"] == "numeric" else len(feature["categories"]) + 1
+
+
 def width(schema: dict) -> int:
     """Columns of the encoded matrix: one per numeric feature, K + 1 per categorical one."""
-    return sum(1 if f["kind"] == "numeric" else len(f["categories"]) + 1 for f in schema["features"])
+    return sum(_slots(f) for f in schema["features"])
 
 
 def term_starts(schema: dict) -> np.ndarray:
     """Each feature's first column in the encoded matrix (int64, (n_features_in_schema,))."""
-    sizes = [1 if f["kind"] == "numeric" else len(f["categories"]) + 1 for f in schema["features"]]
+    sizes = [_slots(f) for f in schema["features"]]
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
 
@@ -185,8 +190,7 @@ def slot_names(schema: dict) -> list[str]:
 def slot_columns(schema: dict) -> list[str]:
     """The feature each column of the encoded matrix belongs to (a categorical block's K + 1 slots
     share its name)."""
-    return [f["name"] for f in schema["features"]
-            for _ in range(1 if f["kind"] == "numeric" else len(f["categories"]) + 1)]
+    return [f["name"] for f in schema["features"] for _ in range(_slots(f))]
 
 
 def positional(names: list[str]) -> dict:

@@ -101,6 +101,7 @@ class Scorer(ModelFile):
             t, alpha = self._auto_threshold(score, alpha)
         else:
             t, alpha = float(threshold), None
-            warn_if_threshold_flags_most(t, self.calibration[score], score)
+            if fdr is None:  # under fdr the threshold is not used
+                warn_if_threshold_flags_most(t, self.calibration[score], score)
         return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,
                       feature_terms=terms)

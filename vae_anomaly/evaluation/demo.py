@@ -1,7 +1,8 @@
 """The demo: fit and score the bundled real datasets as a user would, beside two baselines.
 
-For each bundled dataset (``vae_anomaly/data``; chosen to represent the 32-dataset benchmark, see
-its README) the semi-supervised protocol of the benchmark is run once: fit on a seeded random half of
+For each of the bundled datasets it runs (by default :data:`DEMO_DATASETS`, the four of
+``vae_anomaly/data`` whose calibration sets can flag; see its README for how they stand against the
+32-dataset benchmark) the semi-supervised protocol of the benchmark is run once: fit on a seeded random half of
 the normal rows, test on the other normal rows and every anomaly. The VAE goes through the same
 library calls as ``vae-anomaly fit`` and ``vae-anomaly score``; IsolationForest and KNN are fitted on
 the same training rows, standardized (:class:`~vae_anomaly.evaluation.benchmark.Baseline`).

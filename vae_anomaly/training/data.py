@@ -190,13 +190,13 @@ def warn_constant_columns(x: np.ndarray, slot_columns: list[str] | None, name: s
     if names:
         shown = ", ".join(map(repr, names[:_MAX_NAMED])) + (f" and {len(names) - _MAX_NAMED} more"
                                                              if len(names) > _MAX_NAMED else "")
-        fix = (f"fit again with --exclude {','.join(names)}" if slot_columns is not None
-               else "drop them from the rows and fit again")
+        fix = (f"fit again without them (--exclude {','.join(names)}, or exclude= in Python)"
+               if slot_columns is not None else "drop them from the rows and fit again")
         warnings.warn(
             f"{name}: {len(names)} column{'s' if len(names) > 1 else ''} ({shown}) hold{'' if len(names) > 1 else 's'} "
             "one value in every training row: a label left in, or a feature that cannot tell normal rows apart "
             f"(any other value will score high). Kept; if that is not what you want, {fix}.",
-            stacklevel=3)
+            stacklevel=2)
 
 
 def prepare(X, cfg: TrainConfig, *, X_val=None, condition=None, condition_val=None,

@@ -114,6 +114,9 @@ def _progress(progress: ProgressCallback | bool | None):
         progress = Console(stderr=True).is_jupyter
     if progress is True:
         return _progress_bar()
+    if progress is not False and not callable(progress):
+        raise InputValidationError(f"progress: got {progress!r}; expected True, False, None or a callable "
+                                   "progress(epoch, max_epochs, train_loss, val_neg_elbo).")
     return None, progress or None
 
 
