@@ -125,6 +125,10 @@ def served(walked, walk):
 @pytest.mark.parametrize("page", ["README.md", "docs/service.md"])
 def test_every_http_example_gets_an_answer_from_the_walk_through_model(served, walk, page):
     """Each ``curl .../score`` line, run by curl as written (the port aside) against the served model."""
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the examples are curl commands")
     commands = _score_curls(page)
     assert len(commands) >= 2, commands
     for command in commands:
