@@ -8,6 +8,7 @@ flags) is the decision policy, :mod:`vae_anomaly.deploy.policy`, which
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -140,11 +141,12 @@ class ModelFile:
         """The name of each per-feature term (one per original column), or None for a positional model."""
         return self.metadata.get("feature_names")
 
-    @property
+    @functools.cached_property
     def input_names(self) -> list[str] | None:
         """A name for each column of the graph's input (n_features of them): a table's columns, a
         categorical column's one-hot slots as ``name=category``, a window's ``metric@t-k``; None for a
-        model fitted on an unnamed matrix (columns by position)."""
+        model fitted on an unnamed matrix (columns by position). Built once per loaded model: every
+        chunk's check names its columns with it."""
         if self.table:
             return schema.slot_names(self.table)
         names = self.feature_names

@@ -35,6 +35,7 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
     std_train = np.asarray(scorer.metadata["feature_std"])
     drift = (batch_mean - mean_train) / std_train if batch_mean is not None else np.full(mean_train.shape, np.nan)
     worst = int(np.nanargmax(np.abs(drift))) if np.isfinite(drift).any() else None
+    names = scorer.input_names
     return {
         "n_rows": n,
         "n_anomalies": int(result.is_anomaly.sum()),
@@ -46,9 +47,9 @@ def batch_summary(result: ScoreResult, batch_mean: np.ndarray | None, scorer: Sc
                             if finite.any() else {}),
         "model_id": scorer.model_id,
         "drift": {"mean_shift_in_train_std": [None if not np.isfinite(v) else float(v) for v in drift],
-                  "columns": scorer.input_names,
+                  "columns": names,
                   "max_abs_feature": worst,
-                  "max_abs_column": None if worst is None or scorer.input_names is None else scorer.input_names[worst],
+                  "max_abs_column": None if worst is None or names is None else names[worst],
                   "max_abs_shift": None if worst is None else float(abs(drift[worst]))},
     }
 
