@@ -132,10 +132,10 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     result = ScoreResult(scores=scores, p_values=p_values, is_anomaly=flags, threshold=t,
                          score_name=parts[0][0].score_name if parts else (score or scorer.default_score),
                          alpha=parts[0][0].alpha if parts and fdr is None else None)
-    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf/missing values get p = 0
+    n_bad = int(np.count_nonzero(p_values == 0))  # only rows with NaN/inf/missing values or scores get p = 0
     if n_bad:
-        warnings.warn(f"{new_file}: {n_bad} rows hold missing, NaN or infinite values; reported as anomalous "
-                      "(score inf, p_value 0, is_anomaly 1).")
+        warnings.warn(f"{new_file}: {n_bad} rows hold missing, NaN or infinite values or gave a non-finite score; "
+                      "reported as anomalous (score inf, p_value 0, is_anomaly 1).")
     if summary_json is not None:
         with atomic_write(summary_json, "w") as f:
             json.dump(batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer), f, indent=1)

@@ -7,6 +7,7 @@ their sources are in :mod:`vae_anomaly.deploy.calibration`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,13 +69,40 @@ def auto_threshold(calibration_sorted: np.ndarray, *, score: str, alpha: float |
     return score_threshold(calibration_sorted, alpha), alpha
 
 
+def nonfinite_scores(scores: np.ndarray, *, name: str = "X", score: str = "neg-elbo") -> np.ndarray:
+    """The one rule for a score the graph could not compute: NaN or ±inf becomes +inf, in place.
+
+    Values far outside the training range (1e30 in a table) overflow the graph's float32 arithmetic;
+    such a row is the most anomalous there is, never normal. Every path scores through this rule
+    (:meth:`~vae_anomaly.deploy.model_file.ModelFile.score_samples` and
+    :meth:`~vae_anomaly.deploy.scorer.Scorer.predict`), so the row is scored +inf, given p-value 0
+    and flagged by :func:`decide` in the CLI, Python, HTTP and Dask alike, and warned about here.
+
+    Parameters
+    ----------
+    scores : float32, shape (n,), changed in place.
+
+    Returns
+    -------
+    bool, shape (n,): the rows whose score was not finite.
+    """
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        scores[bad] = np.inf
+        warnings.warn(f"{name}: {int(bad.sum())} row(s) gave a non-finite {score} score (values far outside the "
+                      "training range, such as 1e30, overflow the model's float32 arithmetic); they are scored "
+                      "+inf and reported anomalous with p-value 0. Check those rows for wrong units or parsing.",
+                      stacklevel=3)
+    return bad
+
+
 def decide(scores: np.ndarray, nonfinite: np.ndarray, calibration_sorted: np.ndarray, *, threshold: float,
            alpha: float | None, score: str, fdr: float | None = None,
            feature_terms: np.ndarray | None = None) -> ScoreResult:
     """p-values and flags for scores (float32, (n,); +inf on the rows marked ``nonfinite``, bool (n,)).
 
-    A row marked ``nonfinite`` (it held NaN/inf under ``nan_policy="flag"``) gets p-value 0 and is
-    always flagged, never reported as normal. With ``fdr`` the flags are Benjamini–Hochberg's over
+    A row marked ``nonfinite`` (it held NaN/inf under ``nan_policy="flag"``, or its score was not
+    finite, :func:`nonfinite_scores`) gets p-value 0 and is always flagged, never reported as normal. With ``fdr`` the flags are Benjamini–Hochberg's over
     these rows at that false discovery rate (:func:`fdr_flags`), and the result's threshold is NaN;
     otherwise ``scores > threshold``.
     """

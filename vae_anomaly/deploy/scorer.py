@@ -12,7 +12,7 @@ from ..errors import InputValidationError
 from . import artifact
 from .calibration import conformal_p_values, warn_if_threshold_flags_most
 from .model_file import DEFAULT_CHUNK_ROWS, ModelFile
-from .policy import ScoreResult, auto_threshold, decide
+from .policy import ScoreResult, auto_threshold, decide, nonfinite_scores
 
 
 class Scorer(ModelFile):
@@ -65,7 +65,9 @@ class Scorer(ModelFile):
         alpha : overrides the model's stored alpha for ``threshold="auto"``.
         nan_policy : "raise" refuses NaN/±inf values and missing cells; "flag" scores the other rows
             and reports each row holding one as anomalous (score +inf, p-value 0, is_anomaly True),
-            never normal.
+            never normal. Under either, a finite row whose score is not finite (values far outside
+            the training range overflow float32) is reported the same way, with a warning
+            (:func:`~vae_anomaly.deploy.policy.nonfinite_scores`).
         fdr : if given, flag by Benjamini–Hochberg over this batch's p-values at this false
             discovery rate instead of by threshold (``threshold`` is then NaN in the result); rows
             flagged for NaN/inf/missing values are left out of BH's count.
@@ -91,12 +93,14 @@ class Scorer(ModelFile):
         good_c = c[~bad] if c is not None and bad.any() else c
         outputs = [artifact.SCORE_OUTPUTS[score]] + ([artifact.FEATURE_TERMS_OUTPUT] if feature_terms else [])
         ran = self.run(good, outputs, chunk_rows, good_c)
+        overflow = nonfinite_scores(ran[0], name=name, score=score)
         scores[~bad] = ran[0]
         terms = None
         if feature_terms:
             terms = np.where(np.isinf(x[:, self.term_starts()]) if self.masked else ~np.isfinite(x[:, self.term_starts()]),
                              np.float32(np.inf), np.float32(0))
-            terms[~bad] = ran[1]
+            terms[~bad] = np.nan_to_num(ran[1], nan=np.inf)
+        bad[~bad] = overflow
         if threshold == "auto":
             t, alpha = self._auto_threshold(score, alpha)
         else:

@@ -78,8 +78,13 @@ def row_log(t: torch.Tensor) -> torch.Tensor:
 
 
 def row_logsumexp(t: torch.Tensor) -> torch.Tensor:
-    """log Σ exp over the last axis, (n, m) -> (n,), stabilized by the (exact) maximum."""
+    """log Σ exp over the last axis, (n, m) -> (n,), stabilized by the (exact) maximum.
+
+    A row whose maximum is not finite is shifted by 0 instead, so a row of all −inf terms gives
+    −inf and a +inf term gives +inf, never −inf − (−inf) = NaN.
+    """
     m = torch.amax(t, dim=-1, keepdim=True).detach()
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     return row_log(row_sum(torch.exp(t - m))) + m.squeeze(-1)
 
 
