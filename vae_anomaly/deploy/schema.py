@@ -14,6 +14,13 @@ for each categorical feature with K categories a block of K + 1 one-hot slots, s
 numeric cell; every slot of a categorical block). Columns are matched by name, in any order;
 columns the model does not use are ignored.
 
+A categorical feature also records the kind of its values, ``"values"``: "integer", "boolean" or
+"text" (absent in older models: "text"). Every reader (CSV, Parquet, DataFrame, JSON records,
+Dask, the estimator) turns a column into the category text through :func:`category_text`, which
+writes a value in that kind's one canonical form, so ``"01"`` (CSV text), ``1`` (Parquet, pandas)
+and ``1.0`` (pandas with a missing value) are the one category ``"1"``, and ``True`` (pandas),
+``true`` (Parquet) and ``"TRUE"`` are ``"true"``.
+
 Column roles at fit (:func:`infer_roles`): every column is a feature unless excluded or an ID
 column; string, boolean and dictionary-encoded columns are categorical, and so are integer columns
 named in ``categorical``; numbers are numeric; a date/time column, or a text column with too many
@@ -23,6 +30,8 @@ with the advice to make it an ID column or exclude it.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -34,6 +43,13 @@ from .tables import arrow_compute, load_pyarrow, to_numpy
 MAX_CATEGORIES = 1000
 #: a text column needs at least this many rows before "more than half the rows distinct" applies
 _MIN_ROWS_FOR_RATIO = 20
+#: a scored column with more than this share of unseen categories (and at least _MIN_UNSEEN rows of
+#: them) warns: the calibration rows hold none (the vocabulary is every category of the fitted rows)
+UNSEEN_SHARE_WARNING = 0.1
+_MIN_UNSEEN = 5
+#: the kinds of a categorical column's values (:func:`value_kind`)
+VALUE_KINDS = ("text", "integer", "boolean")
+_BOOLEAN_TEXT = {"true": "true", "false": "false", "1": "true", "0": "false"}
 
 
 def column_names(arg: Iterable[str] | str | None) -> list[str]:
@@ -129,7 +145,9 @@ def build_schema(table, roles: dict, *, name: str = "X") -> dict:
     features = []
     for f in roles["features"]:
         if f["kind"] == "categorical":
-            values = _as_text(table.column(f["name"]))
+            column = table.column(f["name"])
+            kind = value_kind(column)
+            values = category_text(column, kind)
             present = int(len(values) - values.null_count)
             vocab = sorted(v for v in arrow_compute().unique(values).to_pylist() if v is not None)
             limit = MAX_CATEGORIES if present < _MIN_ROWS_FOR_RATIO else min(MAX_CATEGORIES, present // 2)
@@ -138,7 +156,7 @@ def build_schema(table, roles: dict, *, name: str = "X") -> dict:
                 raise InputValidationError(
                     f"{name}: column {f['name']!r} holds text with {why}; too many to be a category. Pass "
                     f"--id-columns {f['name']} to carry it into the output, or --exclude {f['name']}.")
-            f = {**f, "categories": vocab}
+            f = {**f, "categories": vocab, "values": kind}
         features.append(f)
     return {**roles, "features": features}
 
@@ -149,6 +167,67 @@ def _as_text(column):
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     return column if pa.types.is_string(column.type) else arrow_compute().cast(column, pa.string())
+
+
+def _integer_text(value: str) -> str | None:
+    """An integer's canonical text: '007' -> '7', ' 3 ' -> '3', '2.0' -> '2', 'true' -> '1';
+    None for anything that is not an integer."""
+    text = value.strip()
+    try:
+        return str(int(text))
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return {"true": "1", "false": "0"}.get(text.lower())
+    return str(int(number)) if math.isfinite(number) and number == int(number) else None
+
+
+def _boolean_text(value: str) -> str | None:
+    """A boolean's canonical text: 'True', 'TRUE', 'true', '1' -> 'true'; 'False', ... '0' -> 'false';
+    None for anything else."""
+    return _BOOLEAN_TEXT.get(value.strip().lower())
+
+
+_CANONICAL = {"integer": _integer_text, "boolean": _boolean_text}
+
+
+def value_kind(column) -> str:
+    """The kind of a categorical column's values at fit (one of :data:`VALUE_KINDS`): "boolean" for a
+    boolean column, or text whose every value is true/false in any case (or 0/1); "integer" for an
+    integer column, or text whose every value is an integer ("01", "2", "10.0"); else "text"."""
+    pa = load_pyarrow()
+    t = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        return "integer"
+    values = [v for v in arrow_compute().unique(_as_text(column)).to_pylist() if v is not None]
+    for kind in ("boolean", "integer"):
+        if values and all(_CANONICAL[kind](v) is not None for v in values):
+            return kind
+    return "text"
+
+
+def category_text(column, kind: str = "text"):
+    """The one gate from a column's values to category text (pyarrow string array, nulls kept).
+
+    ``kind`` (a feature's recorded ``"values"``, :func:`value_kind`): "text" keeps text as written
+    and formats numbers and booleans as pyarrow does (3 -> "3", true -> "true"); "integer" writes
+    each integer canonically ("01", 1, 1.0 -> "1"), "boolean" each boolean ("True", true, "1" ->
+    "true"); a value that is not of the kind stays as written (an unseen category).
+    """
+    pa = load_pyarrow()
+    text = _as_text(column)
+    if kind == "text":
+        return text
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    encoded = arrow_compute().dictionary_encode(text)
+    canonical = _CANONICAL[kind]
+    written = [canonical(v) or v for v in encoded.dictionary.to_pylist()]
+    return pa.array(written, pa.string()).take(encoded.indices)
 
 
 def feature_names(schema: dict) -> list[str]:
@@ -242,16 +321,29 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
             j += 1
             continue
         k = len(f["categories"])
-        text = _as_text(column)
+        text = category_text(column, f.get("values", "text"))
         idx = arrow_compute().index_in(text, value_set=pa.array(f["categories"], pa.string()))
         absent = to_numpy(text.is_null(), bool)
         idx = to_numpy(idx, np.int64, fill=k)  # unseen -> slot k
+        _warn_if_mostly_unseen(idx == k, absent, text, f["name"], name)
         out[np.arange(n), j + idx] = 1.0
         out[absent, j : j + k + 1] = np.nan
         j += k + 1
     if not allow_missing:
         _refuse_missing(out, schema, name, first_row)
     return out
+
+
+def _warn_if_mostly_unseen(unseen: np.ndarray, absent: np.ndarray, text, col: str, name: str) -> None:
+    """Warn when more than :data:`UNSEEN_SHARE_WARNING` of a column's present values are categories
+    never seen in training (the calibration rows hold none): most often a column written another way."""
+    n_unseen, present = int(np.count_nonzero(unseen & ~absent)), int(np.count_nonzero(~absent))
+    if n_unseen >= _MIN_UNSEEN and n_unseen > UNSEEN_SHARE_WARNING * present:
+        example = text[int(np.flatnonzero(unseen & ~absent)[0])].as_py()
+        warnings.warn(f"{name}: column {col!r}: {n_unseen} of {present} values ({n_unseen / present:.0%}) are "
+                      f"categories never seen in training (e.g. {example!r}), against none of the calibration "
+                      "rows'; they score as anomalous. Check that the column holds the same kind of values as "
+                      "the fitted one.", stacklevel=4)
 
 
 def _as_float(column, col: str, name: str, first_row: int) -> np.ndarray:
