@@ -103,3 +103,71 @@ def test_a_text_category_stays_as_written_and_a_batch_of_unseen_ones_warns(tmp_p
     with pytest.warns(UserWarning, match=r"column 'host': 9 of 10 values \(90%\) are categories never seen.*'A01'"):
         x = schema.encode(t, spec)
     assert x[:9, -1].all() and x[9, 1] == 1.0  # "A01" unseen (last slot), "a01" the first category
+
+
+# ---------------------------------------------------------------- headers and names
+
+def test_a_headerless_numeric_csv_scored_by_position_keeps_its_first_row(model_path, cardio, tmp_path):
+    x = cardio[1][:5]
+    np.savetxt(tmp_path / "new.csv", x, delimiter=",", fmt="%.17g")  # no header line
+    out = tmp_path / "s.csv"
+    run = subprocess.run([*CLI, "score", str(tmp_path / "new.csv"), "--model", str(model_path), "--output", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "read as a data row" in run.stderr, run.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 + 5 and lines[1].startswith("0,")
+    expected = Scorer(model_path).score_samples(x)
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]], expected, rtol=1e-6)
+
+
+def test_a_repeated_column_is_refused_at_scoring_as_at_fit(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import io, schema
+    from vae_anomaly.errors import InputValidationError
+
+    _, spec = _fit_csv(tmp_path, _codes_csv(), categorical="code")
+    (tmp_path / "new.csv").write_text("x,code,flag,x\n1.5,01,true,2.5\n")
+    with pytest.raises(InputValidationError, match=r"new.csv: column 'x' appears 2 times"):
+        io.read_table_rows(tmp_path / "new.csv", spec)
+    t = pa.table([[1.5], ["01"], [True], [9.0]], names=["x", "code", "flag", "x"])
+    with pytest.raises(InputValidationError, match=r"column 'x' appears 2 times"):
+        schema.encode(t, spec)
+    t = pa.table([[1.5], ["01"], [True], ["a"], ["b"]], names=["x", "code", "flag", "junk", "junk"])
+    assert schema.encode(t, spec).shape == (1, 1 + 4 + 3)  # a repeated column the model does not read is no harm
+
+
+@pytest.mark.parametrize("column", ["score", "row", "p_value", "is_anomaly"])
+def test_an_id_column_named_as_an_output_column_is_refused(tmp_path, column):
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import io, schema, series
+    from vae_anomaly.errors import InputValidationError
+
+    t = pa.table({column: ["a", "b"], "x": [1.0, 2.0]})
+    with pytest.raises(InputValidationError, match=f"ID column '{column}' has the name of a score output column"):
+        schema.infer_roles(t.schema, id_columns=column)
+    with pytest.raises(InputValidationError, match=f"ID column '{column}'"):  # a model written before the check
+        io.ScoreWriter(open(tmp_path / "s.csv", "wb"), "csv", id_schema=t.select([column]).schema)
+    ts = pa.table({"time": pa.array([0, 60], pa.timestamp("s")), column: ["a", "b"], "x": [1.0, 2.0]})
+    with pytest.raises(InputValidationError, match=f"ID column '{column}'"):
+        series.series_spec(ts.schema, window=4, id_columns=column)
+
+
+def test_column_names_match_after_unicode_nfc(tmp_path):
+    import unicodedata
+
+    from vae_anomaly.deploy import io
+
+    nfc, nfd = "temp\u00e9", unicodedata.normalize("NFD", "temp\u00e9")
+    assert nfc != nfd
+    x_fit, spec = _fit_csv(tmp_path, f"{nfc},code\n" + "".join(f"{i}.5,{['a', 'b'][i % 2]}\n" for i in range(40)))
+    (tmp_path / "new.csv").write_text(f"code,{nfd}\n" + "".join(f"{['a', 'b'][i % 2]},{i}.5\n" for i in range(4)))
+    np.testing.assert_array_equal(io.read_table_rows(tmp_path / "new.csv", spec), x_fit[:4])
+
+
+def test_a_header_longer_than_a_mebibyte_is_read(tmp_path):
+    from vae_anomaly.deploy import tables
+
+    long_name = "m" * (3 << 19)  # 1.5 MiB
+    (tmp_path / "wide.csv").write_text(f"{long_name},x\n1,2\n3,4\n")
+    t = tables.read_table(tmp_path / "wide.csv")
+    assert t.column_names == [long_name, "x"] and t.column("x").to_pylist() == [2, 4]

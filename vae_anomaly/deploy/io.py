@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -256,10 +258,28 @@ def _iter_npy(p: Path, chunk_rows: int) -> Iterator[np.ndarray]:
             yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _iter_table_matrix(p: Path, chunk_rows: int, fmt: CsvFormat) -> Iterator[np.ndarray]:
-    """A CSV or Parquet file of numbers, read by position, as float64 chunks (nulls -> NaN)."""
+    """A CSV or Parquet file of numbers, read by position, as float64 chunks (nulls -> NaN).
+
+    A CSV whose first line holds numbers only (``np.savetxt`` writes no header) is read from that
+    line as data, with a warning: names are not used by position, and its first row is not lost.
+    """
     if p.suffix.lower() == ".csv":
         names = tables.csv_columns(p, fmt)
+        if fmt.header and names and all(_is_number(n) for n in names):
+            warnings.warn(f"{p}: the first line holds numbers only ({', '.join(names[:4])}"
+                          f"{', ...' if len(names) > 4 else ''}); read as a data row, not a header. Pass "
+                          "--no-header to say so.", stacklevel=2)
+            fmt = dataclasses.replace(fmt, header=False)
+            names = tables.csv_columns(p, fmt)
         float64 = tables.load_pyarrow().float64()
         chunks = tables.iter_table(p, chunk_rows, fmt, column_types=dict.fromkeys(names, float64))
     else:
@@ -360,6 +380,7 @@ class ScoreWriter:
         self.f, self.fmt, self.top, self.n = f, fmt, top_features, 0
         self.id_schema, self.names = id_schema, feature_names
         id_names = [] if id_schema is None else list(id_schema.names)
+        schema.check_output_names(id_names, "the model")
         if fmt == "csv":
             if id_names:
                 buf = io.StringIO()

@@ -37,7 +37,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import arrow_compute, load_pyarrow, to_numpy
+from .tables import arrow_compute, load_pyarrow, select_columns, to_numpy
 
 #: the most categories a categorical column may have
 MAX_CATEGORIES = 1000
@@ -47,6 +47,8 @@ _MIN_ROWS_FOR_RATIO = 20
 #: them) warns: the calibration rows hold none (the vocabulary is every category of the fitted rows)
 UNSEEN_SHARE_WARNING = 0.1
 _MIN_UNSEEN = 5
+#: the columns of the score output, after the ID columns; an ID column may not take these names
+OUTPUT_COLUMNS = ("row", "score", "p_value", "is_anomaly", "top_features")
 #: the kinds of a categorical column's values (:func:`value_kind`)
 VALUE_KINDS = ("text", "integer", "boolean")
 _BOOLEAN_TEXT = {"true": "true", "false": "false", "1": "true", "0": "false"}
@@ -90,6 +92,7 @@ def infer_roles(arrow_schema, *, exclude=None, id_columns=None, categorical=None
         if unknown:
             raise InputValidationError(f"{flag}: {name} has no column {unknown[0]!r}; its columns are "
                                        f"{', '.join(map(repr, names[:12]))}{' ...' if len(names) > 12 else ''}.")
+    check_output_names(ids, name)
     both = sorted(set(exclude) & set(ids) | (set(exclude) | set(ids)) & set(cats))
     if both:
         raise InputValidationError(f"{name}: column {both[0]!r} is given two roles (--exclude, --id-columns, "
@@ -301,10 +304,13 @@ def encode(table, schema: dict, *, name: str = "X", first_row: int = 0, allow_mi
 
     Raises
     ------
-    InputValidationError : a missing feature column (named); text in a numeric column (column and
-        row named); a missing or infinite value when not allowed (column and row named).
+    InputValidationError : a missing feature column (named), or one the table holds twice (names
+        are compared after Unicode NFC, :func:`~vae_anomaly.deploy.tables.column_map`); text in a
+        numeric column (column and row named); a missing or infinite value when not allowed (column
+        and row named).
     """
     pa = load_pyarrow()
+    table = select_columns(table, feature_names(schema), name)
     missing = [c for c in feature_names(schema) if c not in table.column_names]
     if missing:
         raise InputValidationError(
@@ -386,8 +392,24 @@ def id_values(table, schema: dict, *, name: str = "X"):
     ids = list(schema["id_columns"])
     if not ids:
         return None
+    table = select_columns(table, ids, name)
     missing = [c for c in ids if c not in table.column_names]
     if missing:
         raise InputValidationError(f"{name}: no ID column {missing[0]!r}; the model carries "
                                    f"{', '.join(map(repr, ids))} into the output. Score a table that has them.")
     return table.select(ids)
+
+
+def check_output_names(columns: list[str], name: str = "X") -> None:
+    """Refuse ID (and time) columns named as a column of the score output (:data:`OUTPUT_COLUMNS`),
+    which they would clobber: checked at fit, and again when scores are written.
+
+    Raises
+    ------
+    InputValidationError : such a column, named, with the fix (rename it).
+    """
+    taken = [c for c in columns if c in OUTPUT_COLUMNS]
+    if taken:
+        raise InputValidationError(
+            f"{name}: ID column {taken[0]!r} has the name of a score output column ({', '.join(OUTPUT_COLUMNS)}); "
+            "expected other names. Rename the column (and re-fit).")

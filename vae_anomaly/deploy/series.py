@@ -151,10 +151,10 @@ def series_spec(arrow_schema, *, window: int, time_column: str | None = None, ex
 
     Raises
     ------
-    InputValidationError : W < 2, no time column, a named column the table lacks, a non-numeric
-        column left as a metric, no metric.
+    InputValidationError : W < 2, no time column, a named column the table lacks, a time or ID
+        column named as a score output column, a non-numeric column left as a metric, no metric.
     """
-    from .schema import column_names
+    from .schema import check_output_names, column_names
 
     pa = load_pyarrow()
     if int(window) < 2:
@@ -162,6 +162,7 @@ def series_spec(arrow_schema, *, window: int, time_column: str | None = None, ex
     time = find_time_column(arrow_schema, time_column, name)
     names = list(arrow_schema.names)
     exclude, ids = column_names(exclude), [c for c in column_names(id_columns) if c != time]
+    check_output_names([time, *ids], name)
     for flag, given in (("--exclude", exclude), ("--id-columns", ids)):
         unknown = [c for c in given if c not in names]
         if unknown:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -180,11 +181,33 @@ def file_schema(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV):
     return _open_csv(p, fmt, None).schema
 
 
+#: pyarrow's CSV block: at least 1 MiB, and more than the first line (a header longer than a block
+#: cannot be read)
+_BLOCK_BYTES = 1 << 20
+
+
+def _block_size(first_line_bytes: int) -> int:
+    """A CSV read block that holds the first line twice over (at least :data:`_BLOCK_BYTES`)."""
+    return max(_BLOCK_BYTES, 2 * first_line_bytes + 2)
+
+
+def _first_line_bytes(p: Path) -> int:
+    """The length of a file's first line in bytes (the whole file's when it has one line)."""
+    n = 0
+    with p.open("rb") as f:
+        while chunk := f.read(_BLOCK_BYTES):
+            end = chunk.find(b"\n")
+            if end >= 0:
+                return n + end
+            n += len(chunk)
+    return n
+
+
 def _csv_options(fmt: CsvFormat, delimiter: str, column_types: dict | None, columns: list[str] | None,
-                 threads: bool = True):
+                 threads: bool = True, block_size: int = _BLOCK_BYTES):
     import pyarrow.csv as pcsv
 
-    return dict(read_options=pcsv.ReadOptions(autogenerate_column_names=not fmt.header, block_size=1 << 20,
+    return dict(read_options=pcsv.ReadOptions(autogenerate_column_names=not fmt.header, block_size=block_size,
                                                      use_threads=threads),
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(null_values=NULL_VALUES, strings_can_be_null=True,
@@ -192,8 +215,10 @@ def _csv_options(fmt: CsvFormat, delimiter: str, column_types: dict | None, colu
                                                     include_columns=columns or []))
 
 
-def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter=",")):
-    """An in-memory CSV payload (e.g. an HTTP body) as one pyarrow Table, read as files are.
+def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter=","), *,
+                   column_types: dict | None = None):
+    """An in-memory CSV payload (e.g. an HTTP body) as one pyarrow Table, read as files are
+    (``column_types``: {column: pyarrow type}, the others inferred).
 
     Raises
     ------
@@ -203,7 +228,9 @@ def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter
     import pyarrow.csv as pcsv
 
     try:
-        return pcsv.read_csv(pa.BufferReader(data), **_csv_options(fmt, fmt.delimiter or ",", None, None))
+        first = data.find(b"\n")
+        return pcsv.read_csv(pa.BufferReader(data), **_csv_options(
+            fmt, fmt.delimiter or ",", column_types, None, block_size=_block_size(len(data) if first < 0 else first)))
     except pa.ArrowException as e:
         raise _csv_error(Path(label), e, None, fmt) from None
 
@@ -213,7 +240,8 @@ def _open_csv(p: Path, fmt: CsvFormat, column_types: dict | None, columns: list[
     import pyarrow.csv as pcsv
 
     try:
-        return pcsv.open_csv(p, **_csv_options(fmt, detect_delimiter(p, fmt), column_types, columns))
+        return pcsv.open_csv(p, **_csv_options(fmt, detect_delimiter(p, fmt), column_types, columns,
+                                               block_size=_block_size(_first_line_bytes(p))))
     except (pa.ArrowException, OSError) as e:
         names = csv_columns(p, fmt) if column_types and "conversion error" in str(e) else None
         raise _csv_error(p, e, names, fmt) from None
@@ -260,9 +288,13 @@ def iter_parquet(path: str | os.PathLike, chunk_rows: int, *, columns: list[str]
         pf = pq.ParquetFile(p)
     except (pa.ArrowException, OSError) as e:
         raise InputValidationError(f"{p}: not a readable Parquet file ({str(e)[:120]}).") from None
-    _check_columns(p, pf.schema_arrow.names, columns)
-    schema = pf.schema_arrow if columns is None else pa.schema([pf.schema_arrow.field(c) for c in columns])
-    yield from _rebatch(pf.iter_batches(batch_size=chunk_rows, columns=columns), chunk_rows, schema)
+    if columns is None:
+        yield from _rebatch(pf.iter_batches(batch_size=chunk_rows), chunk_rows, pf.schema_arrow)
+        return
+    actual = list(_file_columns(p, pf.schema_arrow.names, columns).values())
+    schema = pa.schema([pf.schema_arrow.field(c) for c in actual])
+    for table in _rebatch(pf.iter_batches(batch_size=chunk_rows, columns=actual), chunk_rows, schema):
+        yield table.rename_columns(columns)
 
 
 def iter_table(path: str | os.PathLike, chunk_rows: int, fmt: CsvFormat = DEFAULT_CSV, *,
@@ -279,11 +311,15 @@ def _iter_csv_batches(path, chunk_rows, fmt, column_types, columns):
     types (the others are inferred from the first MiB); ``columns`` reads only those, in order."""
     pa = load_pyarrow()
     p = _check_file(path)
-    if columns is not None:
-        _check_columns(p, csv_columns(p, fmt), columns)
-    reader = _open_csv(p, fmt, column_types, columns)
+    actual = None
+    if columns is not None:  # read the file's spellings, named as the model names them
+        found = _file_columns(p, csv_columns(p, fmt), columns)
+        actual = list(found.values())
+        column_types = column_types and {found.get(c, c): t for c, t in column_types.items()}
+    reader = _open_csv(p, fmt, column_types, actual)
     try:
-        yield from _rebatch(_batches(reader), chunk_rows, reader.schema)
+        for table in _rebatch(_batches(reader), chunk_rows, reader.schema):
+            yield table if columns is None else table.rename_columns(columns)
     except pa.ArrowException as e:  # pyarrow numbers the file's columns
         raise _csv_error(p, e, csv_columns(p, fmt), fmt) from None
 
@@ -327,11 +363,44 @@ def is_table(data) -> bool:
         (module.startswith("pyarrow") and type(data).__name__ == "Table")
 
 
-def _check_columns(p: Path, names: list[str], columns: list[str] | None) -> None:
-    missing = [c for c in columns or [] if c not in names]
+def column_map(names: list[str], wanted: list[str], label: str = "X") -> dict[str, str]:
+    """The one gate for column names: {wanted name: the name as the table writes it} for each wanted
+    column the table has (absent ones are left out, for the caller to name), compared after
+    Unicode NFC, so an "é" typed as "e" and a combining accent is the model's "é".
+
+    Raises
+    ------
+    InputValidationError : a wanted column the table holds more than once (a scored file with a
+        repeated name is refused, as at fit).
+    """
+    spellings: dict[str, list[str]] = {}
+    for n in names:
+        spellings.setdefault(unicodedata.normalize("NFC", n), []).append(n)
+    found = {}
+    for w in wanted:
+        there = spellings.get(unicodedata.normalize("NFC", w), [])
+        if len(there) > 1:
+            raise InputValidationError(f"{label}: column {w!r} appears {len(there)} times; expected each column "
+                                       "the model reads once. Rename or drop the copies.")
+        if there:
+            found[w] = there[0]
+    return found
+
+
+def select_columns(table, wanted: list[str], label: str = "X"):
+    """The wanted columns of a pyarrow Table that it has (:func:`column_map`), named as wanted."""
+    found = column_map(table.column_names, wanted, label)
+    return table.select([table.column_names.index(a) for a in found.values()]).rename_columns(list(found))
+
+
+def _file_columns(p: Path, names: list[str], columns: list[str]) -> dict[str, str]:
+    """:func:`column_map` of a file's columns, refusing an absent one (named)."""
+    found = column_map(names, columns, str(p))
+    missing = [c for c in columns if c not in found]
     if missing:
         raise InputValidationError(
             f"{p}: no column {missing[0]!r}; the file has {_list(names)}. The model needs {_list(columns)}.")
+    return found
 
 
 def _list(names: list[str], k: int = 8) -> str:
