@@ -240,6 +240,9 @@ def fit(
     labels: Annotated[Optional[Path], typer.Option(
         help="A series' known anomalous points, one 0/1 label per row: left out of the likelihood.")] = None,
     time_order: TimeOrderOption = TimeOrder.strict,
+    time_unit: Annotated[Optional[str], typer.Option(
+        help="A time column of epoch numbers: their unit, s, ms, us or ns (recorded in the model; numbers "
+             "without it are refused).")] = None,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -258,7 +261,8 @@ def fit(
                         checkpoint_every=checkpoint_every, resume=resume, progress=not quiet, exclude=exclude,
                         id_columns=id_columns, categorical=categorical,
                         csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
-                        time_column=time_column, labels=labels, time_order=time_order.value)
+                        time_column=time_column, labels=labels, time_order=time_order.value,
+                        time_unit=time_unit)
         if not quiet:
             t = meta["training"]
             _err().print(f"wrote {output}: {t['n_train']} training rows, {t['n_val']} calibration rows, "

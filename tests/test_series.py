@@ -215,3 +215,96 @@ def test_the_summary_of_a_window_model_names_metric_slots(work, tmp_path):
     drift = json.loads((tmp_path / "s.json").read_text())["drift"]
     assert drift["columns"] == [f"value@t-{11 - s}" for s in range(12)]
     assert drift["max_abs_column"] == drift["columns"][drift["max_abs_feature"]]
+
+
+# ---------------------------------------------------------------- odd but ordinary series (issue 31)
+
+SHARED_SMD = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "smd"
+
+
+@pytest.mark.skipif(not (SHARED_SMD / "machine-2-2_train.csv").exists(), reason="../shared/datasets/smd is not here")
+def test_a_window_fit_reads_types_from_every_row_of_a_real_server_file():
+    from vae_anomaly.training.fit import _training_rows
+    from vae_anomaly.deploy.tables import DEFAULT_CSV
+
+    # metric 'so' is 0 for hours, then 0.25 after the first MiB
+    X, X_val, _, spec = _training_rows(SHARED_SMD / "machine-2-2_train.csv", None, DEFAULT_CSV, val_fraction=0.2,
+                                       exclude=None, id_columns=None, categorical=None, window=4, time_column=None,
+                                       labels=None, time_order="strict", time_unit=None)
+    assert len(spec["metrics"]) == 38 and X.shape[1] == 4 * 38 and np.isfinite(X_val).all()
+
+
+def _zoned_csv(path, stamps, values):
+    pd.DataFrame({"timestamp": stamps, "value": values}).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("stamps, unit", [
+    (["2026-01-01T00:00:00Z", "2026-01-01T01:05:00+01:00", "2026-01-01T00:10:00Z"], None),
+    ([1767225600, 1767225900, 1767226200], "s"),
+    ([1767225600000, 1767225900000, 1767226200000], "ms"),
+])
+def test_the_time_column_is_read_alike_at_fit_and_at_score(tmp_path, stamps, unit):
+    from vae_anomaly.deploy import tables
+
+    _zoned_csv(tmp_path / "s.csv", stamps, [1.0, 2.0, 3.0])
+    spec = series.series_spec(tables.file_schema(tmp_path / "s.csv"), window=2, time_unit=unit)
+    typed = tables.read_table(tmp_path / "s.csv")                                  # as inferred
+    text = tables.read_table(tmp_path / "s.csv", column_types=series.read_types(spec))  # as scoring reads it
+    t_typed, _ = series.table_values(typed, spec)
+    t_text, _ = series.table_values(text, spec)
+    expected = np.datetime64("2026-01-01T00:00:00", "ns").astype(np.int64) + np.arange(3) * STEP
+    np.testing.assert_array_equal(t_typed, expected)
+    np.testing.assert_array_equal(t_text, expected)
+
+
+def test_epoch_numbers_without_a_unit_are_refused():
+    with pytest.raises(InputValidationError, match="holds numbers; if they are epoch time.*--time-unit s"):
+        series.timestamps_ns(pa.chunked_array([pa.array([1767225600, 1767225900])]), "X", "timestamp")
+
+
+def test_a_mistyped_year_inserts_at_most_w_steps_and_gives_the_windows_of_a_long_gap():
+    v = np.arange(6.0)[:, None]
+    year = 365 * 24 * 3600 * 10**9
+    t_typo = np.array([0, 1, 2, 3, 4, 5]) * STEP + np.array([0, 0, 0, 200 * year, 200 * year, 200 * year])
+    t_gap = np.array([0, 1, 2, 3 + 4, 4 + 4, 5 + 4]) * STEP  # a gap of 4 steps, more than W − 1 = 3
+    w = series.Windower(4, STEP)
+    np.testing.assert_array_equal(w.add(t_typo, v), series.Windower(4, STEP).add(t_gap, v))
+    assert w.inserted == 200 * year // STEP  # counted in full, allocated W − 1 at most
+    with pytest.raises(InputValidationError, match="more than 292 years apart"):
+        series.Windower(4, STEP).add(np.array([-(2**62), 2**62]), np.zeros((2, 1)))
+
+
+def test_an_oversized_window_is_refused_before_anything_is_allocated():
+    t = pa.array(pd.date_range("2026-01-01", periods=20, freq="5min").strftime("%Y-%m-%d %H:%M:%S"))
+    table = pa.table({"timestamp": t, "value": np.arange(20.0)})
+    spec = series.series_spec(table.schema, window=10**12)
+    with pytest.raises(InputValidationError, match="20 rows; a window of 1000000000000 steps needs"):
+        series.fit_windows(table, spec, val_fraction=0.2)
+
+
+def test_a_series_with_another_step_warns(work, tmp_path):
+    from vae_anomaly import score_file
+
+    frame = _frame(80, 3)
+    frame["timestamp"] = (pd.Timestamp("2026-02-01") + pd.to_timedelta(np.arange(80), unit="min")).strftime(
+        "%Y-%m-%d %H:%M:%S")  # 1-minute steps; the model's are 5 minutes
+    frame.to_csv(tmp_path / "minutes.csv", index=False)
+    with pytest.warns(UserWarning, match="steps by 60 s.*fitted on steps of 300 s"):
+        score_file(tmp_path / "minutes.csv", work / "model.onnx", output=tmp_path / "s.csv")
+
+
+def test_calibrate_reads_a_window_models_series_by_name(work, tmp_path):
+    import shutil
+
+    shutil.copy(work / "model.onnx", tmp_path / "a.onnx")
+    shutil.copy(work / "model.onnx", tmp_path / "b.onnx")
+    frame = pd.read_csv(work / "test.csv")
+    frame[["value", "host", "timestamp"]].to_csv(tmp_path / "reordered.csv", index=False)
+    runs = [run(work, "calibrate", str(tmp_path / m), str(f)) for m, f in
+            (("a.onnx", work / "test.csv"), ("b.onnx", tmp_path / "reordered.csv"))]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    from vae_anomaly import Scorer
+
+    a, b = Scorer(tmp_path / "a.onnx"), Scorer(tmp_path / "b.onnx")
+    np.testing.assert_array_equal(a.calibration["neg-elbo"], b.calibration["neg-elbo"])
+    assert a.metadata["n_calibration"] == 600 - 11  # the full windows only

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputValidationError
-from . import artifact, conditions
+from . import artifact, conditions, series, tables
 from .calibration import (
     calibration_entries,
     check_alpha,
@@ -46,7 +46,7 @@ def recalibrate(model_path: str | os.PathLike, X, *, labels=None, alpha: float |
     InputValidationError : bad rows or labels, too few normal rows. ModelArtifactError : bad model.
     """
     scorer = Scorer(model_path)
-    x = scorer.check_rows(X, name=name, min_rows=1)
+    x = scorer.check_rows(X, name=name, min_rows=1, allow_nonfinite=scorer.masked)  # a window model's gaps are NaN
     c = conditions.encode(condition, scorer.condition, x.shape[0], f"{name} conditions")
     y = None
     if labels is not None:
@@ -90,8 +90,18 @@ def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike,
     ``val_file`` holds the validation rows, ``labels`` a 0/1 label per row (1 = anomaly) and
     ``condition`` a conditional model's condition per row, in any format
     :func:`~vae_anomaly.deploy.io.read_matrix` reads (a .csv or .parquet ``val_file`` is read as a
-    table, matched by name for a model fitted on a table). Returns and raises as :func:`recalibrate`.
+    table, matched by name for a model fitted on a table; a window model's ``val_file`` is a series
+    table, read as ``score`` reads it, and calibrates on its full windows,
+    :func:`~vae_anomaly.deploy.series.table_windows`, with their labels). Returns and raises as
+    :func:`recalibrate`.
     """
     y = read_matrix(labels).ravel() if labels is not None else None
-    return recalibrate(model_path, read_rows(val_file), labels=y, alpha=alpha, target=target, recall=recall,
+    spec = Scorer(model_path).series
+    if spec is not None:  # a window model: the series' full windows, its columns matched by name
+        table = tables.read_table(val_file, column_types=series.read_types(spec),
+                                  columns=[*spec["id_columns"], *spec["metrics"]])
+        rows, y = series.table_windows(table, spec, name=str(val_file), labels=y)
+    else:
+        rows = read_rows(val_file)
+    return recalibrate(model_path, rows, labels=y, alpha=alpha, target=target, recall=recall,
                        name=str(val_file), condition=read_matrix(condition) if condition is not None else None)

@@ -20,7 +20,8 @@ Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018).
   windows, and the scores, are the same for any chunk size.
 
 The metadata entry ``series`` records ``window`` (W), ``time_column``, ``step_seconds``,
-``metrics`` and ``id_columns`` (the time column first).
+``metrics`` and ``id_columns`` (the time column first), and ``time_unit`` when the time column holds
+epoch numbers (:func:`timestamps_ns`, the one parser of the time column at fit and at score).
 """
 
 from __future__ import annotations
@@ -65,24 +66,75 @@ def find_time_column(arrow_schema, time_column: str | None, name: str) -> str:
         "among the date/time columns and no column named 'timestamp' or 'time'. Pass --time-column NAME.")
 
 
-def timestamps_ns(column, name: str, time_column: str, first_row: int = 0) -> np.ndarray:
-    """A time column (timestamps, dates, or text such as ``2026-01-01 00:05:00``) as int64 nanoseconds.
+#: epoch units of a time column of numbers (``--time-unit``), in nanoseconds
+TIME_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_NS_LIMIT = 9.2e18  # just inside int64 nanoseconds (2^63 ≈ 9.22e18)
+
+
+def timestamps_ns(column, name: str, time_column: str, first_row: int = 0, unit: str | None = None) -> np.ndarray:
+    """The one parser of a series' time column, at fit and at score: int64 nanoseconds since the
+    epoch, UTC.
+
+    * timestamps and dates (typed, or text such as ``2026-01-01 00:05:00``): as written, read as UTC;
+    * text with a zone (``2026-01-01T00:05:00Z``, ``...+01:00``) and zoned timestamps: the UTC instant;
+    * numbers (epoch time, typed or as text): only with ``unit`` (one of :data:`TIME_UNITS`; the
+      model records it), since seconds read as nanoseconds would put a day in 86 microseconds.
 
     Raises
     ------
-    InputValidationError : a missing or unreadable timestamp (its row named).
+    InputValidationError : a missing or unreadable timestamp (its row named); numbers without a
+        unit; epoch numbers outside the int64 nanosecond range (years 1677 to 2262).
     """
-    pa = load_pyarrow()
+    pa, pc = load_pyarrow(), arrow_compute()
     if column.null_count:
         r = int(np.argmax(to_numpy(column.is_null(), bool)))
         raise InputValidationError(f"{name}: column {time_column!r}, data row {first_row + r}, is empty; "
                                    "expected a timestamp on every row.")
-    try:
-        ts = arrow_compute().cast(column, pa.timestamp("ns"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise InputValidationError(f"{name}: column {time_column!r} does not hold timestamps ({str(e)[:100]}); "
-                                   "expected e.g. 2026-01-01 00:05:00.") from None
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    t = column.type
+    numbers = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or (
+        pa.types.is_string(t) and len(column) > 0
+        and pc.all(pc.match_substring_regex(column, r"^\s*[+-]?\d+(\.\d*)?\s*$")).as_py())
+    if numbers:
+        return _epoch_ns(column, name, time_column, first_row, unit)
+    if unit is not None:
+        raise InputValidationError(f"{name}: column {time_column!r} holds {t}, not epoch numbers in {unit!r}; "
+                                   "expected the time column the model was fitted with.")
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        column = column.cast(pa.timestamp(t.unit))  # the UTC instants, zone dropped
+    for target in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # text as written, then with a zone
+        try:
+            ts = pc.cast(column, target)
+            break
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            error = e
+    else:
+        raise InputValidationError(f"{name}: column {time_column!r} does not hold timestamps ({str(error)[:100]}); "
+                                   "expected e.g. 2026-01-01 00:05:00, one form (with or without a zone) on every "
+                                   "row.") from None
     return to_numpy(ts.cast(pa.int64()), np.int64)
+
+
+def _epoch_ns(column, name: str, time_column: str, first_row: int, unit: str | None) -> np.ndarray:
+    """Epoch numbers in ``unit`` as int64 nanoseconds (:func:`timestamps_ns`)."""
+    pa = load_pyarrow()
+    if unit is None:
+        raise InputValidationError(f"{name}: column {time_column!r} holds numbers; if they are epoch time, "
+                                   "expected their unit: pass --time-unit s (or ms, us, ns).")
+    if unit not in TIME_UNITS:
+        raise InputValidationError(f"--time-unit: got {unit!r}; expected one of {', '.join(TIME_UNITS)}.")
+    scale = TIME_UNITS[unit]
+    values = to_numpy(arrow_compute().cast(column, pa.float64()), np.float64)
+    bad = ~(np.abs(values) * scale < _NS_LIMIT)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise InputValidationError(f"{name}: column {time_column!r}, data row {first_row + r}, holds {values[r]:g} "
+                                   f"{unit} since the epoch; expected a time between the years 1677 and 2262.")
+    try:  # integers (typed or text) exactly; fractions rounded to the nanosecond
+        return to_numpy(arrow_compute().cast(column, pa.int64()), np.int64) * np.int64(scale)
+    except pa.ArrowInvalid:
+        return np.rint(values * scale).astype(np.int64)
 
 
 def check_time_order(time_order: str, *, series_model: bool = True) -> None:
@@ -103,7 +155,24 @@ def check_time_order(time_order: str, *, series_model: bool = True) -> None:
 def _not_increasing(t: np.ndarray, previous: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(the timestamps with ``previous`` in front when given, the indices i where full[i + 1] <= full[i])."""
     full = t if previous is None else np.concatenate([[previous], t])
-    return full, np.flatnonzero(np.diff(full) <= 0)
+    return full, np.flatnonzero(full[1:] <= full[:-1])  # compared, not subtracted: no int64 wrap
+
+
+def differences(t: np.ndarray, name: str, previous: int | None = None) -> np.ndarray:
+    """Consecutive differences of int64 nanosecond timestamps (with ``previous`` in front when
+    given), int64 (n − 1,) or (n,).
+
+    Raises
+    ------
+    InputValidationError : two timestamps more than 292 years apart (the difference would wrap int64).
+    """
+    full = t if previous is None else np.concatenate([[previous], t])
+    with np.errstate(over="ignore"):
+        diffs = np.diff(full)
+    if ((diffs < 0) != (full[1:] < full[:-1])).any():
+        raise InputValidationError(f"{name}: two consecutive timestamps lie more than 292 years apart; expected a "
+                                   "series of one period (check for a mistyped year).")
+    return diffs
 
 
 def check_order(t: np.ndarray, name: str, time_column: str, first_row: int = 0, previous: int | None = None) -> None:
@@ -123,9 +192,9 @@ def infer_step(t: np.ndarray, name: str) -> int:
 
     Raises
     ------
-    InputValidationError : fewer than two distinct timestamps.
+    InputValidationError : fewer than two distinct timestamps; timestamps more than 292 years apart.
     """
-    diffs = np.diff(t)
+    diffs = differences(t, name)
     diffs = diffs[diffs > 0]
     if diffs.size == 0:
         raise InputValidationError(f"{name}: {np.unique(t).size} distinct timestamps; expected at least 2 to learn "
@@ -133,21 +202,11 @@ def infer_step(t: np.ndarray, name: str) -> int:
     return int(np.median(diffs))
 
 
-def positions(t: np.ndarray, step: int, previous_t: int | None = None, previous_pos: int = -1) -> np.ndarray:
-    """Each timestamp's step index (int64): the previous index plus max(1, round(difference / step)),
-    so a gap of k missing steps skips k indices. Only differences count, so the indices of a chunk
-    follow from the row before it, wherever the series was cut."""
-    diffs = np.diff(t, prepend=t[0] if previous_t is None else previous_t)
-    inc = np.maximum(1, np.rint(diffs / step)).astype(np.int64)
-    if previous_t is None and inc.size:
-        inc[0] = 1
-    return previous_pos + np.cumsum(inc)
-
-
 def series_spec(arrow_schema, *, window: int, time_column: str | None = None, exclude=None, id_columns=None,
-                name: str = "X") -> dict:
+                time_unit: str | None = None, name: str = "X") -> dict:
     """The ``series`` metadata entry (without ``step_seconds``) for a table's columns: the time column,
-    the metrics (every other numeric column that is not excluded or an ID) and the ID columns.
+    the metrics (every other numeric column that is not excluded or an ID) and the ID columns, and
+    ``time_unit`` (one of :data:`TIME_UNITS`) for a time column of epoch numbers.
 
     Raises
     ------
@@ -179,8 +238,10 @@ def series_spec(arrow_schema, *, window: int, time_column: str | None = None, ex
         metrics.append(field.name)
     if not metrics:
         raise InputValidationError(f"{name}: no metric column beside the time column {time!r}; expected at least one.")
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise InputValidationError(f"--time-unit: got {time_unit!r}; expected one of {', '.join(TIME_UNITS)}.")
     return {"window": int(window), "time_column": time, "step_seconds": None, "metrics": metrics,
-            "id_columns": [time, *ids], "exclude": exclude}
+            "id_columns": [time, *ids], "exclude": exclude, **({"time_unit": time_unit} if time_unit else {})}
 
 
 def table_values(table, spec: dict, *, name: str = "X", first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +256,7 @@ def table_values(table, spec: dict, *, name: str = "X", first_row: int = 0) -> t
     time = spec["time_column"]
     if time not in table.column_names:
         raise InputValidationError(f"{name}: no time column {time!r}; the model was fitted on a series with it.")
-    t = timestamps_ns(table.column(time), name, time, first_row)
+    t = timestamps_ns(table.column(time), name, time, first_row, spec.get("time_unit"))
     values = encode(table, positional(spec["metrics"]), name=name, first_row=first_row, allow_missing=True)
     if np.isinf(values).any():
         r, c = np.argwhere(np.isinf(values))[0]
@@ -230,16 +291,22 @@ class Windower:
     name, time_column : for error messages.
     time_order : "strict" refuses a timestamp that repeats or goes back; "as-read" takes such a row as
         the step after the row before it and counts it in ``out_of_order``.
+    model_step : ``step`` is a fitted model's: warn when the scored series' first chunk steps by
+        another (its median difference more than 1% away), since its windows then span other times.
+
+    A gap of more than W − 1 missing steps is inserted as W − 1 of them: every window after it is
+    the same as with the whole gap, so a mistyped year costs W steps of memory, not millions
+    (``inserted`` still counts every missing step).
 
     The state (the last W − 1 steps, the last timestamp) carries over from one :meth:`add` to the
     next, so the windows do not depend on how the series is chunked.
     """
 
     def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp",
-                 time_order: str = "strict"):
+                 time_order: str = "strict", model_step: bool = False):
         check_time_order(time_order)
         self.window, self.step, self.name, self.time_column = int(window), int(step), name, time_column
-        self.time_order = time_order
+        self.time_order, self.model_step = time_order, model_step
         self.out_of_order = 0
         self.positions = np.empty(0, np.int64)  # the step index of each row of the last chunk
         self.last_t: int | None = None
@@ -252,7 +319,15 @@ class Windower:
     def for_model(cls, spec: dict, *, name: str = "X", time_order: str = "strict") -> Windower:
         """The Windower of a window model's ``series`` metadata (its W, step and time column)."""
         return cls(spec["window"], int(round(spec["step_seconds"] * 1e9)), name=name,
-                   time_column=spec["time_column"], time_order=time_order)
+                   time_column=spec["time_column"], time_order=time_order, model_step=True)
+
+    def _warn_if_other_step(self, diffs: np.ndarray) -> None:
+        positive = diffs[diffs > 0]
+        if positive.size and abs(float(np.median(positive)) / self.step - 1.0) > 0.01:
+            warnings.warn(f"{self.name}: the series steps by {float(np.median(positive)) / 1e9:g} s (the median time "
+                          f"between rows); the model was fitted on steps of {self.step / 1e9:g} s, so its windows "
+                          "would span other times. Resample the series to the model's step, or fit a model on "
+                          "this one.", stacklevel=3)
 
     def add(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The window rows of the chunk's input rows.
@@ -282,18 +357,49 @@ class Windower:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:
             return np.empty((0, w * d))
-        pos = positions(t, self.step, self.last_t, self.last_pos)
+        diffs = differences(t, self.name, self.last_t)
+        if self.model_step and self.last_t is None and n > 1:
+            self._warn_if_other_step(diffs)
+        raw = np.maximum(1.0, np.rint(diffs / self.step))      # steps from each row to the next, float64
+        self.inserted += int(np.sum(raw - 1))                   # the missing steps, counted in full
+        steps = np.minimum(raw, w)                              # ... inserted W − 1 at most (a longer gap leaves every later window as a gap of W − 1 does)
+        if self.last_t is None:
+            steps = np.concatenate([[1.0], steps])              # the series' first row is its first step
+        pos = self.last_pos + np.cumsum(steps.astype(np.int64))
         self.positions = pos
         span = int(pos[-1] - self.last_pos)                   # steps from the last known one to this chunk's end
         full = np.full((w - 1 + span, d), np.nan)
         full[: w - 1] = self.tail
         full[w - 1 + (pos - self.last_pos - 1)] = values
-        self.inserted += span - n
         windows = np.lib.stride_tricks.sliding_window_view(full, (w, d))[:, 0]  # (span, w, d)
         out = windows[pos - self.last_pos - 1].reshape(n, w * d)
         self.tail = full[len(full) - (w - 1):] if w > 1 else full[:0]
         self.last_pos, self.last_t, self.rows = int(pos[-1]), int(t[-1]), self.rows + n
         return out
+
+
+def table_windows(table, spec: dict, *, name: str = "X", labels: np.ndarray | None = None,
+                  time_order: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+    """A whole series table's full windows for a window model (``calibrate``): the rows with W − 1
+    steps before them, float64 (n, W·d), and their labels (None without), matched by the model's
+    column names and read with the model's time parser.
+
+    Raises
+    ------
+    InputValidationError : as :func:`table_values` and :meth:`Windower.add`; labels that are not one
+        per row; no full window.
+    """
+    t, values = table_values(table, spec, name=name)
+    if labels is not None and np.asarray(labels).ravel().shape[0] != values.shape[0]:
+        raise InputValidationError(f"--labels: got {np.asarray(labels).size} labels; expected one per row of "
+                                   f"{name} ({values.shape[0]}).")
+    windower = Windower.for_model(spec, name=name, time_order=time_order)
+    windows = windower.add(t, values)
+    full = windower.positions >= spec["window"] - 1
+    if not full.any():
+        raise InputValidationError(f"{name}: {values.shape[0]} rows hold no full window of {spec['window']} steps; "
+                                   "expected a longer series.")
+    return windows[full], None if labels is None else np.asarray(labels).ravel()[full]
 
 
 def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | None = None, name: str = "X",
@@ -318,6 +424,12 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     InputValidationError : labels of the wrong length or not 0/1; too short a series; timestamps
         that repeat or go back under ``time_order`` "strict".
     """
+    w = spec["window"]
+    if table.num_rows < min_val + w:  # before anything of W steps is allocated
+        raise InputValidationError(
+            f"{name}: {table.num_rows} rows; a window of {w} steps needs at least {min_val + w} ({min_val} full "
+            f"windows to calibrate on, {w - 1} steps between the blocks, one to train on). Use a longer series or "
+            "a smaller --window.")
     t, values = table_values(table, spec, name=name)
     if labels is not None:
         labels = np.asarray(labels).ravel()
@@ -328,7 +440,6 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     step = infer_step(t, name)
     windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"], time_order=time_order)
     windows = windower.add(t, values)
-    w = spec["window"]
     usable = windows[windower.positions >= w - 1]           # rows with W − 1 steps before them
     n_val = max(min_val, int(np.ceil(val_fraction * usable.shape[0])))
     n_train = usable.shape[0] - n_val - (w - 1)

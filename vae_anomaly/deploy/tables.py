@@ -218,7 +218,8 @@ def _csv_options(fmt: CsvFormat, delimiter: str, column_types: dict | None, colu
 def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter=","), *,
                    column_types: dict | None = None):
     """An in-memory CSV payload (e.g. an HTTP body) as one pyarrow Table, read as files are
-    (``column_types``: {column: pyarrow type}, the others inferred).
+    (``column_types``: {column: pyarrow type}, the others inferred from every row: the payload is
+    read as one block).
 
     Raises
     ------
@@ -228,9 +229,9 @@ def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter
     import pyarrow.csv as pcsv
 
     try:
-        first = data.find(b"\n")
+        # one block holds the whole payload, so the types pyarrow infers come from every row
         return pcsv.read_csv(pa.BufferReader(data), **_csv_options(
-            fmt, fmt.delimiter or ",", column_types, None, block_size=_block_size(len(data) if first < 0 else first)))
+            fmt, fmt.delimiter or ",", column_types, None, block_size=_block_size(len(data))))
     except pa.ArrowException as e:
         raise _csv_error(Path(label), e, None, fmt) from None
 

@@ -219,22 +219,13 @@ def _csv_table(body: bytes, spec: dict | None, label: str, types: dict | None = 
     ------
     InputValidationError : unreadable CSV (400).
     """
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     if types is None:
+        import pyarrow as pa
+
         types = {} if spec is None else {c: pa.string() for c in
                                          [f["name"] for f in spec["features"] if f["kind"] != "numeric"]
                                          + list(spec["id_columns"])}
-    fmt = tables.CsvFormat(delimiter=",")
-    try:
-        return pcsv.read_csv(pa.BufferReader(body), read_options=pcsv.ReadOptions(block_size=1 << 20),
-                             parse_options=pcsv.ParseOptions(delimiter=","),
-                             convert_options=pcsv.ConvertOptions(null_values=tables.NULL_VALUES,
-                                                                 strings_can_be_null=True, true_values=[],
-                                                                 false_values=[], column_types=types))
-    except pa.ArrowException as e:
-        raise tables._csv_error(Path(label), e, None, fmt) from None
+    return tables.read_csv_bytes(body, label, column_types=types)
 
 
 def _ids(table, records: list[dict] | None, spec: dict | None) -> dict | None:

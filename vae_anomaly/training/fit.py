@@ -16,7 +16,7 @@ from ..deploy.io import (
     read_matrix,
     read_table_rows,
 )
-from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, read_table
+from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, file_schema, read_table
 from ..errors import InputValidationError
 from .config import ProgressCallback, TrainConfig, check_config
 
@@ -28,7 +28,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              checkpoint_every: int = 10, resume: str | os.PathLike | None = None,
              progress: ProgressCallback | bool | None = None, exclude=None, id_columns=None, categorical=None,
              csv_format: CsvFormat = DEFAULT_CSV, window: int | str | None = None, time_column: str | None = None,
-             labels: str | os.PathLike | None = None, time_order: str = "strict") -> dict:
+             labels: str | os.PathLike | None = None, time_order: str = "strict",
+             time_unit: str | None = None) -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
 
     Parameters
@@ -64,6 +65,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     time_order : a series' rows whose timestamp repeats or goes back: "strict" refuses them,
         "as-read" takes each as the step after the row before it (counted in the metadata's
         ``series.out_of_order_rows``).
+    time_unit : the unit of a time column of epoch numbers, "s", "ms", "us" or "ns" (recorded in the
+        model; numbers without it are refused); None for dates and times.
 
     Returns
     -------
@@ -86,7 +89,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     cfg = check_config(config or TrainConfig())
     X, X_val, table, series_spec = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
-        categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order)
+        categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order,
+        time_unit=time_unit)
     C = read_matrix(condition, csv_format) if condition is not None else None
     C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
@@ -130,7 +134,7 @@ def _slot_columns(table: dict | None, series_spec: dict | None) -> list[str] | N
 
 
 def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,
-                   window, time_column, labels, time_order):
+                   window, time_column, labels, time_order, time_unit):
     """(X, X_val or None, table schema or None, series spec or None) read from the training files."""
     is_table = Path(normal_file).suffix.lower() in TABLE_SUFFIXES
     if window is not None:
@@ -138,16 +142,20 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
             raise InputValidationError(f"{normal_file}: --window needs a table (.csv or .parquet) of timestamps and "
                                        "numeric metrics, without --val or --categorical (the calibration windows "
                                        "are the end of the series).")
-        data = read_table(normal_file, csv_format)
-        spec = series.series_spec(data.schema, window=series.DEFAULT_WINDOW if window == "auto" else int(window),
+        spec = series.series_spec(file_schema(normal_file, csv_format),
+                                  window=series.DEFAULT_WINDOW if window == "auto" else int(window),
                                   time_column=time_column, exclude=exclude, id_columns=id_columns,
-                                  name=str(normal_file))
+                                  time_unit=time_unit, name=str(normal_file))
+        # read as scoring reads it: every metric float64 whatever its first MiB held, the time column as text
+        data = read_table(normal_file, csv_format, column_types=series.read_types(spec),
+                          columns=[*spec["id_columns"], *spec["metrics"]])
         y = read_matrix(labels, csv_format) if labels is not None else None
         X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file),
                                             time_order=time_order)
         return X, X_val, None, spec
-    if labels is not None or time_column is not None or time_order != "strict":
-        raise InputValidationError("--labels, --time-column and --time-order belong to a series fit: add --window.")
+    if labels is not None or time_column is not None or time_order != "strict" or time_unit is not None:
+        raise InputValidationError("--labels, --time-column, --time-order and --time-unit belong to a series fit: "
+                                   "add --window.")
     if is_table:
         X, table = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
                                   categorical=categorical)
