@@ -171,3 +171,121 @@ def test_a_header_longer_than_a_mebibyte_is_read(tmp_path):
     (tmp_path / "wide.csv").write_text(f"{long_name},x\n1,2\n3,4\n")
     t = tables.read_table(tmp_path / "wide.csv")
     assert t.column_names == [long_name, "x"] and t.column("x").to_pylist() == [2, 4]
+
+
+# ---------------------------------------------------------------- property tests: right answer or clear refusal
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WRITINGS = {  # how a reader hands over the integer code k
+    "int": lambda k: k, "float": lambda k: float(k), "text": str, "zero-padded": lambda k: f"{k:03d}",
+    "spaced": lambda k: f" {k} ",
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 500), min_size=1, max_size=30), st.sampled_from(sorted(_WRITINGS)),
+       st.sampled_from(sorted(_WRITINGS)))
+def test_an_integer_code_is_one_category_however_it_is_written(codes, fitted_as, scored_as):
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import schema
+
+    def table(writing):
+        values = [_WRITINGS[writing](k) for k in codes]
+        return pa.table({"code": pa.array(values), "x": np.zeros(len(codes))})
+
+    from vae_anomaly.errors import InputValidationError
+
+    fitted = table(fitted_as)
+    if fitted_as == "float":  # a float column is numeric, never a category: refused as one
+        with pytest.raises(InputValidationError, match="expected integer codes or text"):
+            schema.infer_roles(fitted.schema, categorical="code")
+        return
+    try:
+        spec = schema.build_schema(fitted, schema.infer_roles(fitted.schema, categorical="code"))
+    except InputValidationError as e:  # or a clear refusal: too many distinct values to be a category
+        assert "too many to be a category" in str(e)
+        return
+    assert spec["features"][1]["values"] == ("boolean" if set(codes) <= {0, 1} and fitted_as != "int" else "integer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(schema.encode(table(scored_as), spec), schema.encode(fitted, spec))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.booleans(), min_size=2, max_size=20),
+       st.sampled_from(["bool", "python-text", "lower", "upper", "digit"]))
+def test_a_boolean_is_one_category_however_it_is_written(flags, scored_as):
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import schema
+
+    write = {"bool": lambda b: b, "python-text": str, "lower": lambda b: str(b).lower(),
+             "upper": lambda b: str(b).upper(), "digit": lambda b: str(int(b))}[scored_as]
+    fitted = pa.table({"ok": pa.array(flags), "x": np.zeros(len(flags))})
+    spec = schema.build_schema(fitted, schema.infer_roles(fitted.schema))
+    scored = pa.table({"ok": pa.array([write(b) for b in flags]), "x": np.zeros(len(flags))})
+    np.testing.assert_array_equal(schema.encode(scored, spec), schema.encode(fitted, spec))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=6), st.data())
+def test_unicode_and_repeated_names_are_matched_after_nfc_or_refused(names, data):
+    import unicodedata
+
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import schema
+    from vae_anomaly.errors import InputValidationError
+
+    nfc = [unicodedata.normalize("NFC", n) for n in names]
+    spec = schema.positional(list(dict.fromkeys(nfc)))
+    written = [unicodedata.normalize(data.draw(st.sampled_from(["NFC", "NFD", "NFKC"])), n) for n in names]
+    written = [w if unicodedata.normalize("NFC", w) == n else n for w, n in zip(written, nfc)]  # NFKC may change
+    table = pa.table([np.full(1, float(i)) for i in range(len(names))], names=written)
+    if len(set(nfc)) < len(nfc):  # some column appears twice, however written
+        with pytest.raises(InputValidationError, match="appears 2 times|appears 3 times|appears [0-9]+ times"):
+            schema.encode(table, spec)
+    else:
+        np.testing.assert_array_equal(schema.encode(table, spec), [list(range(len(names)))])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(-12 * 60, 14 * 60), st.integers(0, 10**6))
+def test_a_zoned_timestamp_is_its_utc_instant(offset_minutes, minutes):
+    pa = pytest.importorskip("pyarrow")
+    import datetime as dt
+
+    from vae_anomaly.deploy import series
+
+    utc = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=minutes)
+    local = utc.astimezone(dt.timezone(dt.timedelta(minutes=offset_minutes)))
+    text = pa.chunked_array([pa.array([local.isoformat()])])
+    naive = pa.chunked_array([pa.array([utc.replace(tzinfo=None).isoformat(sep=" ")])])
+    assert series.timestamps_ns(text, "X", "t")[0] == series.timestamps_ns(naive, "X", "t")[0] \
+        == int(utc.timestamp()) * 10**9
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.floats(-3.3999999521443642e38, 3.3999999521443642e38, allow_nan=False, allow_subnormal=False,
+                          width=32), min_size=1, max_size=8), st.data())
+def test_extreme_finite_values_score_finite_or_are_flagged_with_p_value_0(model_path, cardio, values, data):
+    scorer = _scorer(model_path)
+    x = cardio[1][: len(values)].astype(np.float32).copy()
+    cols = data.draw(st.lists(st.integers(0, x.shape[1] - 1), min_size=len(values), max_size=len(values)))
+    x[np.arange(len(values)), cols] = values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = scorer.predict(x)
+    assert not np.isnan(res.scores).any() and not np.isnan(res.p_values).any()
+    inf = np.isinf(res.scores)
+    assert (res.scores[inf] > 0).all() and (res.p_values[inf] == 0).all() and res.is_anomaly[inf].all()
+    assert ((res.p_values[~inf] > 0) & (res.p_values[~inf] <= 1)).all()
+
+
+_SCORERS: dict = {}
+
+
+def _scorer(path):
+    if path not in _SCORERS:
+        _SCORERS[path] = Scorer(path)
+    return _SCORERS[path]

@@ -51,7 +51,7 @@ _MIN_UNSEEN = 5
 OUTPUT_COLUMNS = ("row", "score", "p_value", "is_anomaly", "top_features")
 #: the kinds of a categorical column's values (:func:`value_kind`)
 VALUE_KINDS = ("text", "integer", "boolean")
-_BOOLEAN_TEXT = {"true": "true", "false": "false", "1": "true", "0": "false"}
+_BOOLEAN_CODES = {"1": "true", "0": "false"}
 
 
 def column_names(arg: Iterable[str] | str | None) -> list[str]:
@@ -188,9 +188,10 @@ def _integer_text(value: str) -> str | None:
 
 
 def _boolean_text(value: str) -> str | None:
-    """A boolean's canonical text: 'True', 'TRUE', 'true', '1' -> 'true'; 'False', ... '0' -> 'false';
-    None for anything else."""
-    return _BOOLEAN_TEXT.get(value.strip().lower())
+    """A boolean's canonical text: 'True', 'TRUE', 'true', '1', '01', '1.0' -> 'true'; 'False', ...,
+    '0' -> 'false'; None for anything else."""
+    text = value.strip().lower()
+    return text if text in ("true", "false") else _BOOLEAN_CODES.get(_integer_text(text))
 
 
 _CANONICAL = {"integer": _integer_text, "boolean": _boolean_text}
