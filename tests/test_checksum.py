@@ -1,4 +1,5 @@
-"""The model file's checksum (docs/model-file.md, "Checksum") and the checks of its optional ``table`` entry."""
+"""The model file's checksum and signature (docs/model-file.md, "Checksum", "Signature"), the checks of its
+optional ``table`` entry and the bounds of its numbers ("What loading refuses")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from vae_anomaly import Scorer
 from vae_anomaly.deploy import artifact
-from vae_anomaly.errors import ModelArtifactError
+from vae_anomaly.errors import InputValidationError, ModelArtifactError
 
 CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "model-file.md"
@@ -208,13 +209,40 @@ def _table(edit):
     return meta
 
 
-def test_a_well_formed_table_and_a_positional_model_pass():
+def _series_meta(**series):
+    """A well-formed window model's metadata (W = 3 steps of 2 metrics), its ``series`` entry updated."""
+    spec = {"window": 3, "time_column": "ts", "step_seconds": 300.0, "metrics": ["cpu", "mem"],
+            "id_columns": ["ts"], "exclude": [], "inserted_steps": 4, "out_of_order_rows": 2, **series}
+    return _meta(table=None, feature_names=None, n_feature_terms=6, missing="masked", series=spec)
+
+
+def _training(**changes):
+    training = {"n_rows": 100, "n_train": 80, "n_val": 20, "epochs_run": 5, "max_epochs": 5, "best_epoch": 4,
+                "seconds": 0.3, "resumed_from_epoch": None, "latent_prior": {"kind": "aggregate-posterior",
+                                                                             "components": 80},
+                "config": {"n_samples": 16}}
+    training.update(changes)
+    return training
+
+
+def test_well_formed_metadata_passes():
+    """A table, a positional model, a window model, numbers within their bounds: nothing a writer writes is refused."""
     artifact.check_metadata(_meta(), "m")  # 2 numeric + (3 + 1) = 6 columns
     artifact.check_metadata(_meta(table=None, feature_names=None), "m")
     artifact.check_metadata(_meta(table=None, feature_names=None, n_feature_terms=None), "m")
     positional = _meta(feature_names=[f"f{j}" for j in range(6)], n_feature_terms=6)
     del positional["table"]
     artifact.check_metadata(positional, "m")
+    artifact.check_metadata(_table(lambda t: t.update(column_order=["colour", "age", "income"])), "m")
+    artifact.check_metadata(_series_meta(), "m")
+    artifact.check_metadata(_series_meta(step_seconds=0.001), "m")
+    artifact.check_metadata(_meta(latent_dim=2, input_shape=[2, 3], training=_training(), n_calibration=2,
+                                  calibration_cap=20000, thresholds={"neg-elbo": 1.5},
+                                  condition={"kind": "categorical", "n_categories": 3},
+                                  auto_threshold={"rule": "recall", "score": "neg-elbo", "value": float("-inf"),
+                                                  "recall": 0.9},
+                                  recalibration={"rows": 50, "target": "fpr"}), "m")
+    artifact.check_metadata(_meta(condition={"kind": "numeric", "size": 2}), "m")
 
 
 BAD_TABLES = [  # (id, metadata, message fragment)
@@ -240,6 +268,11 @@ BAD_TABLES = [  # (id, metadata, message fragment)
     ("positional feature_names of the wrong length", _meta(table=None, feature_names=["a"]), "has 1 names"),
     ("n_feature_terms not an int", _meta(n_feature_terms="3"), "n_feature_terms='3'"),
     ("n_feature_terms not one per feature", _meta(n_feature_terms=6), "3 features, but n_feature_terms=6"),
+    ("column_order without a feature", _table(lambda t: t.update(column_order=["colour", "age"])),
+     "column_order .* must name each feature once"),
+    ("column_order repeating a feature", _table(lambda t: t.update(column_order=["age", "age", "colour", "income"])),
+     "column_order .* must name each feature once"),
+    ("column_order not strings", _table(lambda t: t.update(column_order=[0, 1, 2])), "must name each feature once"),
 ]
 
 
@@ -266,3 +299,197 @@ def test_a_model_file_whose_table_disagrees_with_its_graph_is_refused(work):
     table["features"].pop(0)
     table["features"][-1]["categories"] = ["a"]  # n - 2 numeric + (1 + 1) = n columns
     assert Scorer(with_table(table, work / "table.onnx")).metadata["table"] == table
+
+
+# ---------------------------------------------------------------- every number is bounded
+
+
+NAN = float("nan")
+BAD_NUMBERS = [  # (id, metadata, the field named)
+    ("alpha 5", _meta(alpha=5.0), "alpha=5.0"),
+    ("alpha 0", _meta(alpha=0), "alpha=0"),
+    ("alpha 1", _meta(alpha=1.0), "alpha=1.0"),
+    ("alpha NaN", _meta(alpha=NAN), "alpha=nan"),
+    ("alpha text", _meta(alpha="0.05"), "alpha='0.05'"),
+    ("alpha true", _meta(alpha=True), "alpha=True"),
+    ("n_features huge", _meta(table=None, feature_names=None, n_feature_terms=None, n_features=2**30),
+     "n_features=1073741824"),
+    ("more feature terms than features", _meta(table=None, feature_names=None, n_feature_terms=7),
+     "n_feature_terms=7"),
+    ("latent_dim 0", _meta(latent_dim=0), "latent_dim=0"),
+    ("latent_dim huge", _meta(latent_dim=2**40), "latent_dim=1099511627776"),
+    ("latent_dim float", _meta(latent_dim=2.5), "latent_dim=2.5"),
+    ("input_shape product", _meta(input_shape=[7]), r"input_shape=\[7\]"),
+    ("input_shape negative", _meta(input_shape=[-2, -3]), "input_shape="),
+    ("feature_mean short", _meta(feature_mean=[0.0] * 5), "feature_mean="),
+    ("feature_mean NaN", _meta(feature_mean=[NAN] * 6), "feature_mean="),
+    ("feature_mean text", _meta(feature_mean=["0"] * 6), "feature_mean="),
+    ("feature_std 0", _meta(feature_std=[1.0] * 5 + [0.0]), "feature_std="),
+    ("feature_std inf", _meta(feature_std=[float("inf")] * 6), "feature_std="),
+    ("calibration NaN", _meta(calibration={"neg-elbo": [1.0, NAN]}), r"calibration\['neg-elbo'\]="),
+    ("calibration text", _meta(calibration={"neg-elbo": ["1", "2"]}), r"calibration\['neg-elbo'\]=\['1', '2'\]"),
+    ("calibration unsorted", _meta(calibration={"neg-elbo": [2.0, 1.0]}), r"calibration\['neg-elbo'\]=.*sorted"),
+    ("calibration missing", _meta(calibration={}), r"calibration\['neg-elbo'\]=None"),
+    ("calibration too long", _meta(calibration={"neg-elbo": list(range(20001))}), "1 to 20000 sorted numbers"),
+    ("n_calibration disagrees", _meta(n_calibration=3), r"calibration\['neg-elbo'\]=.*n_calibration \(3\)"),
+    ("n_calibration huge", _meta(n_calibration=10**9), "n_calibration=1000000000"),
+    ("calibration_cap 0", _meta(calibration_cap=0), "calibration_cap=0"),
+    ("threshold text", _meta(thresholds={"neg-elbo": "1.5"}), r"thresholds\['neg-elbo'\]='1.5'"),
+    ("threshold NaN", _meta(thresholds={"neg-elbo": NAN}), r"thresholds\['neg-elbo'\]=nan"),
+    ("auto_threshold NaN", _meta(auto_threshold={"rule": "f1", "score": "neg-elbo", "value": NAN}), "auto_threshold="),
+    ("auto_threshold without a value", _meta(auto_threshold={"rule": "f1", "score": "neg-elbo"}), "auto_threshold="),
+    ("auto_threshold recall 1.5", _meta(auto_threshold={"rule": "recall", "score": "neg-elbo", "value": 1.0,
+                                                        "recall": 1.5}), "auto_threshold="),
+    ("condition of 0 categories", _meta(condition={"kind": "categorical", "n_categories": 0}), "condition="),
+    ("condition of a huge size", _meta(condition={"kind": "numeric", "size": 2**40}), "condition="),
+    ("condition of another kind", _meta(condition={"kind": "ordinal", "size": 2}), "condition="),
+    ("series step 1 microsecond", _series_meta(step_seconds=1e-6), "series.step_seconds=1e-06"),
+    ("series step 1e12 s", _series_meta(step_seconds=1e12), "series.step_seconds=1000000000000.0"),
+    ("series step true", _series_meta(step_seconds=True), "series is malformed"),
+    ("series inserted_steps negative", _series_meta(inserted_steps=-1), "series.inserted_steps=-1"),
+    ("series out_of_order_rows float", _series_meta(out_of_order_rows=2.5), "series.out_of_order_rows=2.5"),
+    ("training not an object", _meta(training=[]), r"training=\[\]"),
+    ("training rows negative", _meta(training=_training(n_train=-5)), "training.n_train=-5"),
+    ("training epochs float", _meta(training=_training(best_epoch=1.5)), "training.best_epoch=1.5"),
+    ("training seconds NaN", _meta(training=_training(seconds=NAN)), "training.seconds=nan"),
+    ("prior components 0", _meta(training=_training(latent_prior={"kind": "aggregate-posterior", "components": 0})),
+     "training.latent_prior.components=0"),
+    ("prior a string", _meta(training=_training(latent_prior="standard-normal")), "training.latent_prior="),
+    ("latent samples 0", _meta(training=_training(config={"n_samples": 0})), "training.config.n_samples=0"),
+    ("recalibration rows 0", _meta(recalibration={"rows": 0}), "recalibration.rows=0"),
+]
+
+
+@pytest.mark.parametrize("meta, field", [c[1:] for c in BAD_NUMBERS], ids=[c[0] for c in BAD_NUMBERS])
+def test_a_metadata_number_out_of_bounds_is_refused(meta, field):
+    with pytest.raises(ModelArtifactError) as info:
+        artifact.check_metadata(copy.deepcopy(meta), "m.onnx")
+    message = str(info.value)
+    assert re.search(f"^m\\.onnx: .*{field}", message), message
+    assert "\n" not in message and ("expected" in message) and len(message) < 400
+
+
+def test_a_model_file_with_alpha_5_is_refused_not_flagging_every_row(work):
+    """Sealed again after the edit (anyone can): the bound answers, with exit 4 and one line."""
+    _edited(work / "model.onnx", work / "alpha.onnx", lambda m: m.update(alpha=5.0), reseal=True)
+    with pytest.raises(ModelArtifactError, match=r"alpha\.onnx: metadata alpha=5\.0; expected a false-alarm rate "
+                                                 r"strictly between 0 and 1\..*vae-anomaly fit"):
+        Scorer(work / "alpha.onnx")
+    r = cli("score", "rows.npy", "-m", "alpha.onnx", "-o", "out.csv", cwd=work)
+    assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1 and "alpha=5.0" in r.stderr, r.stderr
+    assert not (work / "out.csv").exists()
+
+
+def test_a_latent_dim_other_than_the_graphs_is_refused(work):
+    k = Scorer(work / "model.onnx").metadata["latent_dim"]
+    _edited(work / "model.onnx", work / "latent.onnx", lambda m: m.update(latent_dim=k + 1), reseal=True)
+    with pytest.raises(ModelArtifactError, match=f"latent_dim gives {k + 1} columns, but the graph's 'latent_mean' "
+                                                 f"has {k}"):
+        Scorer(work / "latent.onnx")
+
+
+def test_a_condition_size_other_than_the_graphs_is_refused(tmp_path, rng):
+    from vae_anomaly.training.export import export_model
+    from vae_anomaly.training.train import TrainConfig, train
+
+    X = rng.standard_normal((120, 4))
+    result = train(X, condition=np.arange(len(X)) % 3, config=TrainConfig(epochs=2, hidden=(8, 8), seed=0))
+    export_model(result, tmp_path / "cond.onnx", alpha=0.05)
+    _edited(tmp_path / "cond.onnx", tmp_path / "edited.onnx",
+            lambda m: m.update(condition={"kind": "categorical", "n_categories": 5}), reseal=True)
+    with pytest.raises(ModelArtifactError, match="condition gives 5 columns, but the graph's 'condition' has 3"):
+        Scorer(tmp_path / "edited.onnx")
+
+
+# ---------------------------------------------------------------- the optional signature
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def _signature_snippet():
+    block = DOCS.read_text().split("## Signature", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", block, flags=re.S)[0]
+
+
+@pytest.fixture
+def signed(trained, work, monkeypatch):
+    """work/signed.onnx: the session's model exported with KEY in the environment (which stays set)."""
+    from vae_anomaly.training.export import export_model
+
+    monkeypatch.setenv(artifact.KEY_ENV, KEY)
+    export_model(trained, work / "signed.onnx", alpha=0.05)
+    return work / "signed.onnx"
+
+
+def test_a_key_at_export_signs_the_model_and_a_key_at_load_verifies_it(signed, monkeypatch, cardio):
+    import onnx
+
+    from vae_anomaly.deploy.recalibration import recalibrate
+
+    model = onnx.load_model_from_string(signed.read_bytes())
+    props = model.metadata_props
+    assert [p.key for p in props[-2:]] == [artifact.SIGNATURE_KEY, artifact.CHECKSUM_KEY]
+    assert props[-2].value == artifact.model_signature(model, KEY.encode()) and re.fullmatch("[0-9a-f]{64}",
+                                                                                             props[-2].value)
+    assert artifact.model_checksum(model) == props[-1].value  # the checksum covers the signature too
+    Scorer(signed)
+    recalibrate(signed, cardio[0][:100], alpha=0.1)  # a rewritten model is signed again
+    assert Scorer(signed).alpha == 0.1
+    monkeypatch.delenv(artifact.KEY_ENV)
+    Scorer(signed)  # without a key, the signature is not asked for
+    monkeypatch.setenv(artifact.KEY_ENV, "another key, 32 characters long!")
+    with pytest.raises(ModelArtifactError, match=r"signed\.onnx: signature mismatch: the file was not signed with "
+                                                 f"the key in {artifact.KEY_ENV}"):
+        Scorer(signed)
+
+
+def test_with_a_key_set_an_unsigned_model_is_refused_in_one_line(work, monkeypatch):
+    monkeypatch.setenv(artifact.KEY_ENV, KEY)
+    with pytest.raises(ModelArtifactError, match=f"model\\.onnx: the model file is not signed, and "
+                                                 f"{artifact.KEY_ENV} is set"):
+        Scorer(work / "model.onnx")
+    r = cli("score", "rows.npy", "-m", "model.onnx", "-o", "out.csv", cwd=work)  # the environment is inherited
+    assert r.returncode == 4 and "is not signed" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (work / "out.csv").exists()
+
+
+def test_a_signed_model_edited_and_sealed_again_is_refused(signed, work, monkeypatch):
+    import onnx
+
+    edit = lambda m: m.update(alpha=0.5)  # noqa: E731
+    with monkeypatch.context() as m:  # sealed again without the key: the signature is gone
+        m.delenv(artifact.KEY_ENV)
+        _edited(signed, work / "resealed.onnx", edit, reseal=True)
+    with pytest.raises(ModelArtifactError, match="is not signed"):
+        Scorer(work / "resealed.onnx")
+    with monkeypatch.context() as m:  # sealed again with another key
+        m.setenv(artifact.KEY_ENV, "not the key")
+        _edited(signed, work / "other.onnx", edit, reseal=True)
+    with pytest.raises(ModelArtifactError, match="signature mismatch"):
+        Scorer(work / "other.onnx")
+    model = onnx.load_model_from_string(signed.read_bytes())  # the old signature kept, the checksum made good
+    entry = next(p for p in model.metadata_props if p.key == artifact.METADATA_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "alpha": 0.5})
+    model.metadata_props[-1].value = artifact.model_checksum(model)
+    (work / "kept.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ModelArtifactError, match="signature mismatch"):
+        Scorer(work / "kept.onnx")
+
+
+def test_an_empty_key_is_refused(work, monkeypatch):
+    monkeypatch.setenv(artifact.KEY_ENV, "")
+    with pytest.raises(InputValidationError, match=f"{artifact.KEY_ENV}: set but empty"):
+        Scorer(work / "model.onnx")
+
+
+def test_the_docs_plain_onnx_snippet_verifies_a_signature(signed, work, monkeypatch):
+    code = _signature_snippet()
+    monkeypatch.chdir(work)
+    shutil.copy(signed, work / "model.onnx")
+    namespace: dict = {}
+    exec(compile(code, "model-file.md", "exec"), namespace)  # noqa: S102 - the project's own docs
+    assert namespace["signed"] is True
+    monkeypatch.setenv(artifact.KEY_ENV, "not the key")
+    namespace = {}
+    exec(compile(code, "model-file.md", "exec"), namespace)  # noqa: S102
+    assert namespace["signed"] is False

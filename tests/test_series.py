@@ -308,3 +308,10 @@ def test_calibrate_reads_a_window_models_series_by_name(work, tmp_path):
     a, b = Scorer(tmp_path / "a.onnx"), Scorer(tmp_path / "b.onnx")
     np.testing.assert_array_equal(a.calibration["neg-elbo"], b.calibration["neg-elbo"])
     assert a.metadata["n_calibration"] == 600 - 11  # the full windows only
+
+
+def test_a_step_a_model_file_could_not_hold_is_refused_at_fit():
+    t = pa.array(np.arange(40, dtype=np.int64) * 1000, pa.timestamp("ns"))  # one row a microsecond
+    table = pa.table({"timestamp": t, "value": np.arange(40.0)})
+    with pytest.raises(InputValidationError, match=r"steps by 1e-06 s.*expected a step from 0.001 to 1e\+09 s"):
+        series.fit_windows(table, series.series_spec(table.schema, window=4), val_fraction=0.2)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InputValidationError, ModelArtifactError
 from . import artifact, conditions, onnx_proto, schema, tables
+from .policy import nonfinite_scores
 from .validation import check_array, column_label, flatten_rows
 
 #: rows per onnxruntime call: small enough that a chunk's intermediates stay in cache (measured
@@ -292,7 +293,9 @@ class ModelFile:
 
         Returns
         -------
-        float32 array, shape (n_rows,), in nats. Each score is a pure function of its row.
+        float32 array, shape (n_rows,), in nats. Each score is a pure function of its row; a score the
+        graph cannot compute (NaN or ±inf: values far outside the training range overflow float32)
+        is +inf, with a warning (:func:`~vae_anomaly.deploy.policy.nonfinite_scores`).
 
         Raises
         ------
@@ -301,7 +304,9 @@ class ModelFile:
         """
         score = self.resolve_score(score)
         x, c = self.rows(X, name, condition)
-        return self.run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows, c)[0]
+        scores = self.run(x, [artifact.SCORE_OUTPUTS[score]], chunk_rows, c)[0]
+        nonfinite_scores(scores, name=name, score=score)
+        return scores
 
     def feature_terms(self, X, *, name: str = "X", condition=None,
                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:

@@ -66,6 +66,9 @@ def find_time_column(arrow_schema, time_column: str | None, name: str) -> str:
         "among the date/time columns and no column named 'timestamp' or 'time'. Pass --time-column NAME.")
 
 
+#: a window model's step, seconds: from 1 ms to about 31 years (windows over a finer step, or gaps
+#: measured in such steps, would ask for memory in proportion); fit refuses others, loading too
+STEP_SECONDS_RANGE = (1e-3, 1e9)
 #: epoch units of a time column of numbers (``--time-unit``), in nanoseconds
 TIME_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _NS_LIMIT = 9.2e18  # just inside int64 nanoseconds (2^63 ≈ 9.22e18)
@@ -438,6 +441,11 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
                                        f"{name} ({values.shape[0]}).")
         values = np.where(labels[:, None] == 1, np.nan, values)
     step = infer_step(t, name)
+    low, high = STEP_SECONDS_RANGE
+    if not low <= step / 1e9 <= high:
+        raise InputValidationError(f"{name}: the series steps by {step / 1e9:g} s (the median time between rows); "
+                                   f"expected a step from {low:g} to {high:g} s. Check the time column "
+                                   "(and --time-unit), or resample the series.")
     windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"], time_order=time_order)
     windows = windower.add(t, values)
     usable = windows[windower.positions >= w - 1]           # rows with W − 1 steps before them

@@ -51,8 +51,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     alpha : float in (0, 1), false-alarm rate that sets ``offset_`` when ``contamination`` is
         "auto": rows whose conformal p-value is <= alpha are predicted -1 (with fewer than
         1/alpha − 1 calibration rows: those beyond every calibration row, see ``_offset_from_alpha``).
-    contamination : "auto" or float in (0, 0.5]; a float sets ``offset_`` so that this share of
-        the training rows is predicted -1 (IsolationForest's rule).
+    contamination : "auto" or float in (0, 0.5]; a float sets ``offset_`` to the 100·contamination
+        percentile of ``score_samples`` on the training rows, so that this share of them is
+        predicted -1 (IsolationForest's rule).
     score_type : "neg-elbo", "recon-prob" or "iwae" (the name ``score`` is scikit-learn's method).
     random_state : int, seeds the split, training and the score noise.
     device : "auto", "cpu" or "cuda".
@@ -65,7 +66,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     n_features_in_ : int, the input columns seen at fit (a categorical column counts once).
     feature_names_in_ : ndarray of str, shape (n_features_in_,), the column names seen at fit;
         defined only when X had string column names.
-    model_bytes_ : bytes, the ONNX model file.
+    model_bytes_ : bytes, the ONNX model file (signed when ``VAE_ANOMALY_MODEL_KEY`` was set at fit,
+        docs/model-file.md, "Signature").
 
     Notes
     -----
@@ -86,7 +88,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit on normal rows X (n_samples >= 6, n_features): an array, or a pandas DataFrame whose
-        categorical columns are modelled as categories; y is ignored. Returns self."""
+        categorical columns are modelled as categories; y is ignored. Returns self.
+
+        Raises
+        ------
+        InputValidationError : a bad parameter, rows or DataFrame columns, an empty
+            ``VAE_ANOMALY_MODEL_KEY`` (before training). TrainingError : training diverged.
+        """
         from ..training.export import build_model  # torch: only fit needs it
         from ..training.train import train
 
@@ -108,10 +116,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                                            alpha=self.alpha,
                                            default_score=self.score_type, table=spec)
         self._scorer = Scorer.from_bytes(self.model_bytes_)
-        if self.contamination == "auto":
-            self.offset_ = self._offset_from_alpha()
-        else:
-            self.offset_ = float(np.percentile(self._scores(X), 100.0 * self.contamination))
+        self.offset_ = self._offset_from_alpha() if self.contamination == "auto" else self._offset_from_scores(
+            self._scores(X))
         return self
 
     def _fit_table(self, X) -> tuple[np.ndarray, dict]:
@@ -123,16 +129,15 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         table = tables.as_table(X)
         spec = schema.build_schema(table, schema.infer_roles(table.schema, categorical=self.categorical))
         self._columns = list(table.column_names)
-        return schema.encode(table, spec), spec
+        # the model's features are numeric first; the file keeps the order of fit for arrays given after load
+        return schema.encode(table, spec), {**spec, "column_order": self._columns}
 
     def _check_params(self) -> TrainConfig:
         """Validate the parameters (as scikit-learn does, in ``fit``) with the CLI's checks; the
         training settings they give. InputValidationError (a ValueError) names the bad one."""
         check_alpha(self.alpha)
-        if not (self.contamination == "auto" or (isinstance(self.contamination, Real)
-                                                 and 0 < self.contamination <= 0.5)):
-            raise InputValidationError(f"contamination: got {self.contamination!r}; expected 'auto' or a "
-                                       "float in (0, 0.5].")
+        _check_contamination(self.contamination)
+        artifact.model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused before training, not after
         if self.score_type not in artifact.SCORE_OUTPUTS:
             raise InputValidationError(f"score_type: got {self.score_type!r}; expected one of "
                                        f"{', '.join(artifact.SCORE_OUTPUTS)}.")
@@ -161,16 +166,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             X = X[list(names)]  # matched by name, in any order
         validate_data(self, X, reset=False, skip_check_array=True)  # scikit-learn's name and count checks
         if not isinstance(X, pd.DataFrame):
-            X = pd.DataFrame(np.asarray(X, dtype=object), columns=self._table_columns()).infer_objects()
+            X = pd.DataFrame(np.asarray(X, dtype=object), columns=self._columns).infer_objects()
         return X
 
     def _categorical_model(self) -> bool:
         spec = self._scorer.table
         return spec is not None and any(f["kind"] == "categorical" for f in spec["features"])
-
-    def _table_columns(self) -> list[str]:
-        """The input columns in the order of fit (the model's order for a loaded one)."""
-        return getattr(self, "_columns", None) or schema.feature_names(self._scorer.table)
 
     def decision_function(self, X):
         """score_samples − offset_: negative = outlier, shape (n_samples,)."""
@@ -188,18 +189,41 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, contamination="auto") -> "VAEAnomalyDetector":
-        """A fitted estimator from a model file (its alpha and score; offset_ from alpha)."""
-        scorer = Scorer(path)
-        est = cls(alpha=scorer.alpha, score_type=scorer.default_score, contamination="auto")
-        est.model_bytes_ = artifact.read_model_bytes(path)
-        est._scorer = scorer
+        """A fitted estimator from a model file: its alpha and score, and for a model fitted on a
+        DataFrame its columns in the order of fit (``feature_names_in_``; an array's columns are
+        read in that order).
+
+        Parameters
+        ----------
+        path : a model file written by ``save`` or ``vae-anomaly fit``.
+        contamination : "auto": ``offset_`` from the model's alpha, as at fit; a float in (0, 0.5]:
+            ``offset_`` such that this share of the model's calibration rows (held out at fit, their
+            scores stored in the file; the training rows are not) is predicted −1.
+
+        Raises
+        ------
+        ModelArtifactError : a missing, damaged or invalid model file.
+        InputValidationError : ``contamination`` is neither "auto" nor a float in (0, 0.5].
+        """
+        _check_contamination(contamination)
+        data = artifact.read_model_bytes(path)  # read once: the bytes kept are the bytes checked
+        scorer = Scorer.from_bytes(data, name=str(path))
+        est = cls(alpha=scorer.alpha, score_type=scorer.default_score, contamination=contamination)
+        est.model_bytes_, est._scorer = data, scorer
         if scorer.table is not None:
-            names = schema.feature_names(scorer.table)
-            est.n_features_in_, est.feature_names_in_ = len(names), np.asarray(names, dtype=object)
+            # the columns in the order of fit; a file written before they were stored: the model's order
+            est._columns = scorer.table.get("column_order") or schema.feature_names(scorer.table)
+            est.n_features_in_, est.feature_names_in_ = len(est._columns), np.asarray(est._columns, dtype=object)
         else:
             est.n_features_in_ = scorer.n_features
-        est.offset_ = est._offset_from_alpha()
+        est.offset_ = est._offset_from_alpha() if contamination == "auto" else est._offset_from_scores(
+            scorer.calibration[est.score_type])
         return est
+
+    def _offset_from_scores(self, scores: np.ndarray) -> float:
+        """The ``contamination`` percentile of score_samples (= −scores) over rows' VAE ``scores``,
+        shape (n_rows,): that share of those rows is predicted −1 (IsolationForest's rule)."""
+        return float(np.percentile(-np.asarray(scores, dtype=np.float64), 100.0 * self.contamination))
 
     def _offset_from_alpha(self) -> float:
         """−(conformal threshold at alpha): predict −1 ⇔ conformal p-value <= alpha.
@@ -227,6 +251,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
+
+
+def _check_contamination(contamination) -> None:
+    """Refuse a ``contamination`` that is neither "auto" nor a float in (0, 0.5] (InputValidationError)."""
+    if not (contamination == "auto" or (isinstance(contamination, Real) and not isinstance(contamination, bool)
+                                        and 0 < contamination <= 0.5)):
+        raise InputValidationError(f"contamination: got {contamination!r}; expected 'auto' or a float in (0, 0.5], "
+                                   "the share of rows to predict -1.")
 
 
 def _is_table_fit(X, categorical) -> bool:

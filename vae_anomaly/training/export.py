@@ -214,12 +214,15 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
         "kind": "numeric"} | {"name": str, "kind": "categorical", "categories": [str, ...]}, ...],
         "id_columns": [...], "exclude": [...]}`` with the numeric features first and the
         categorical ones in block order (their category counts must equal the architecture's
-        ``categories``); stored as metadata ``"table"``, with ``"feature_names"`` = the features'
-        names (both None without a table).
+        ``categories``), and optionally ``"column_order"``: the features' names in the order of the
+        fitted DataFrame's columns (the scikit-learn estimator's); stored as metadata ``"table"``,
+        with ``"feature_names"`` = the features' names (both None without a table).
     series : a metric-series window model's spec (:mod:`vae_anomaly.deploy.series`), a plain-JSON
         dict stored as metadata ``"series"`` (absent when None); needs a masked model.
 
-    The metadata also records ``"n_feature_terms"``, the width of the ``feature_terms`` output:
+    The file is sealed with its checksum, and signed when the environment variable
+    ``VAE_ANOMALY_MODEL_KEY`` holds a key (:func:`vae_anomaly.deploy.artifact.seal`). The metadata
+    also records ``"n_feature_terms"``, the width of the ``feature_terms`` output:
     n_numeric + C (n_features for an all-numeric model), and for a model fitted with missing
     values (``Architecture.masked``) ``"missing": "masked"``: its graph takes NaN entries and
     leaves them out of the likelihood (absent for other models). Such a model's parity check also
@@ -230,7 +233,9 @@ def build_model(result: TrainResult, *, alpha: float = 0.01, default_score: str 
     ------
     TrainingError : onnxruntime's scores disagree with torch's.
     InputValidationError : a ``table`` that does not describe the model's columns, a ``series``
-        that is not plain JSON or belongs to a model without missing values.
+        that is not plain JSON or belongs to a model without missing values, an empty
+        ``VAE_ANOMALY_MODEL_KEY``.
+    ModelArtifactError : metadata out of the loader's bounds (e.g. a series step under 1 ms).
     """
     alpha = check_alpha(alpha)
     arch = result.graph.vae.arch

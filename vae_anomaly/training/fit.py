@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..deploy import schema, series
+from ..deploy.artifact import model_key
 from ..deploy.calibration import check_alpha
 from ..deploy.io import (
     check_output_folder,
@@ -86,6 +87,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
 
     check_output_folder(output)  # fail before training, not after
     check_alpha(alpha)
+    model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused now, not when the model is written
     cfg = check_config(config or TrainConfig())
     X, X_val, table, series_spec = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
