@@ -466,14 +466,22 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (one onnxruntime session each).")] = 1,
     max_rows: Annotated[int, typer.Option(help="Most rows in one request (else 413).")] = 100_000,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (else 413).")] = 64.0,
+    token_file: Annotated[Optional[Path], typer.Option(
+        help="File holding the bearer token that every route but /healthz then requires "
+             "(Authorization: Bearer <token>); default: the VAE_ANOMALY_TOKEN environment variable, if set.")] = None,
+    no_token: Annotated[bool, typer.Option(
+        "--no-token", help="Serve without a token even beyond loopback (anyone who reaches the port can score, "
+                           "read the model and reload it).")] = False,
 ) -> None:
-    """Serve the model over HTTP: POST /score, /reload; GET /healthz, /readyz, /model, /metrics, /docs."""
+    """Serve the model over HTTP: POST /score, /reload; GET /healthz, /readyz, /model, /metrics, /docs.
+
+    A host beyond loopback needs a token (--token-file or VAE_ANOMALY_TOKEN), or --no-token."""
     with _errors(on_signal="the server shut down"):
         from vae_anomaly.integrations.service import serve as run_service
 
-        _err().print(f"serving {model} on http://{host}:{port} ({workers} worker(s)); docs at /docs")
         run_service(model, host=host, port=port, workers=workers, max_rows=max_rows,
-                    max_bytes=int(max_body_mb * 1024 * 1024))
+                    max_bytes=int(max_body_mb * 1024 * 1024), token_file=token_file, no_token=no_token,
+                    say=_err().print)
 
 
 def main() -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -18,6 +21,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 CLI = [sys.executable, "-m", "vae_anomaly.cli.main"]
+TOKEN = "test-token-0123456789abcdef"
 
 
 def _free_port() -> int:
@@ -26,28 +30,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(base, path, body=None, content_type="application/json", method=None):
-    """(status, parsed JSON or text) of one request; never raises on 4xx/5xx."""
+def exchange(base, path, body=None, content_type="application/json", token=None):
+    """(status, parsed JSON or text, headers) of one request (with ``Authorization: Bearer token``
+    if given); never raises on 4xx/5xx."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"),
-                                 headers={"content-type": content_type} if data is not None else {})
+    headers = {"content-type": content_type} if data is not None else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, data=data, method="POST" if data is not None else "GET",
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            status, text = r.status, r.read().decode()
+            status, text, got = r.status, r.read().decode(), r.headers
     except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
+        status, text, got = e.code, e.read().decode(), e.headers
     try:
-        return status, json.loads(text)
+        return status, json.loads(text), got
     except json.JSONDecodeError:
-        return status, text
+        return status, text, got
 
 
-def _serve(model, folder):
-    """(base URL, served model path, process) of `vae-anomaly serve` of a copy of ``model`` on a free port."""
+def request(base, path, body=None, content_type="application/json", token=None):
+    """(status, parsed JSON or text) of one request; never raises on 4xx/5xx."""
+    return exchange(base, path, body, content_type, token)[:2]
+
+
+def _serve(model, folder, *options):
+    """(base URL, served model path, process) of `vae-anomaly serve` of a copy of ``model`` on a free
+    port, with ``options`` added."""
     served = folder / "model.onnx"
     shutil.copy(model, served)
     port = _free_port()
-    proc = subprocess.Popen(CLI + ["serve", "-m", str(served), "--port", str(port), "--max-rows", "500"],
+    proc = subprocess.Popen(CLI + ["serve", "-m", str(served), "--port", str(port), "--max-rows", "500", *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -67,6 +81,17 @@ def server(model_path, tmp_path_factory):
     """(base URL, served model path) of `vae-anomaly serve` on a free loopback port."""
     base, served, proc = _serve(model_path, tmp_path_factory.mktemp("serve"))
     yield base, served
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def guarded_server(model_path, tmp_path_factory):
+    """Base URL of `vae-anomaly serve --token-file` (the token: TOKEN) with a 1 MiB body limit."""
+    folder = tmp_path_factory.mktemp("guarded")
+    (folder / "token.txt").write_text(TOKEN + "\n")
+    base, _, proc = _serve(model_path, folder, "--token-file", str(folder / "token.txt"), "--max-body-mb", "1")
+    yield base
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -164,13 +189,119 @@ def test_metrics_count_what_was_served(server, cardio):
     assert "vae_anomaly_request_latency_seconds_bucket" in after
 
 
-def test_model_metadata_and_openapi(server):
-    base, _ = server
+def test_model_answers_what_a_client_needs_and_the_rest_only_on_request(server, table_server):
+    from pathlib import Path
+
+    base, served = server
     status, meta = request(base, "/model")
-    assert status == 200 and meta["metadata"]["n_features"] == 21
+    assert status == 200 and meta["n_features"] == 21 and meta["columns"] is None, meta
+    assert {"model_id", "library_version", "default_score", "alpha", "thresholds", "n_calibration"} <= set(meta)
+    assert {"path", "metadata", "calibration", "feature_mean", "training"}.isdisjoint(meta)
+    status, full = request(base, "/model?detail=true")
+    assert status == 200 and Path(full["path"]).resolve() == served.resolve()
+    assert full["metadata"]["n_features"] == 21 and "calibration" in full["metadata"]
+    status, bad = request(base, "/model?detail=maybe")
+    assert status == 400 and bad["kind"] == "malformed" and "detail" in bad["error"], bad
+
+    base, _, df = table_server
+    meta = request(base, "/model")[1]
+    assert meta["columns"] == [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"},
+                               {"name": "proto", "kind": "categorical"}, {"name": "flag", "kind": "categorical"}]
+    assert meta["id_columns"] == ["host"]
+    text = json.dumps(meta)
+    assert not [c for c in df["proto"].astype(str).unique() if f'"{c}"' in text]  # no training category
+
     status, spec = request(base, "/openapi.json")
     assert status == 200 and "/score" in spec["paths"]
     assert request(base, "/readyz")[1]["status"] == "ready"
+
+
+def test_a_token_guards_every_route_but_healthz(guarded_server, cardio):
+    base = guarded_server
+    for path, body in [("/score", {"rows": cardio[1][:3].tolist()}), ("/reload", b""), ("/readyz", None),
+                       ("/model?detail=true", None), ("/metrics", None)]:
+        for token, challenge in [(None, "Bearer"), (TOKEN[:-1] + "x", 'Bearer error="invalid_token"')]:
+            status, out, headers = exchange(base, path, body, token=token)
+            assert status == 401 and out["kind"] == "unauthorized" and "\n" not in out["error"], (path, out)
+            assert headers["WWW-Authenticate"] == challenge, path
+        status, out, _ = exchange(base, path, body, token=TOKEN)
+        assert status == 200, (path, out)
+    assert request(base, "/healthz") == (200, {"status": "ok"})
+    metrics = request(base, "/metrics", token=TOKEN)[1]
+    assert 'vae_anomaly_errors_total{kind="unauthorized"}' in metrics
+
+
+@pytest.mark.parametrize("options, env, code, fragment", [
+    (["--host", "0.0.0.0"], {}, 3, "--host 0.0.0.0: beyond loopback without a token"),
+    (["--host", "0.0.0.0", "--no-token"], {}, 4, "missing.onnx"),  # let through, to the model's own refusal
+    (["--host", "0.0.0.0", "--token-file", "token.txt"], {}, 4, "missing.onnx"),
+    (["--token-file", "token.txt", "--no-token"], {}, 3, "--no-token: a token is given too (--token-file)"),
+    (["--token-file", "empty.txt"], {}, 3, "--token-file empty.txt: empty; expected 16 or more"),
+    (["--token-file", "absent.txt"], {}, 3, "--token-file absent.txt: cannot be read"),
+    ([], {"VAE_ANOMALY_TOKEN": "short"}, 3, "VAE_ANOMALY_TOKEN: not a usable token"),
+])
+def test_serve_refuses_an_open_port_beyond_loopback_and_bad_tokens(tmp_path, options, env, code, fragment):
+    """Each refusal is one line and an exit code before any port is bound (the model does not even
+    exist: a start that got past the token checks stops at the model, exit 4)."""
+    (tmp_path / "token.txt").write_text(TOKEN)
+    (tmp_path / "empty.txt").write_text("\n")
+    environ = {k: v for k, v in os.environ.items() if k != "VAE_ANOMALY_TOKEN"} | env
+    r = subprocess.run(CLI + ["serve", "-m", "missing.onnx", "--port", str(_free_port()), *options], cwd=tmp_path,
+                       env=environ, capture_output=True, text=True, timeout=120)
+    assert r.returncode == code and fragment in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_body_over_the_limit_is_refused_while_it_is_read(guarded_server):
+    """--max-body-mb 1: a chunked body (no Content-Length) is answered 413 once 1 MiB + 1 byte has
+    arrived, though it has not ended (so the server neither waits for nor holds the rest); a declared
+    Content-Length over the limit is answered 413 before any of the body is sent."""
+    url = urllib.parse.urlsplit(guarded_server)
+    limit = 1 << 20
+    head = (f"POST /score HTTP/1.1\r\nHost: {url.hostname}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\n").encode()
+
+    def answer(data: bytes):
+        with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+            sock.sendall(data)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return response.status, json.loads(response.read())
+
+    part = b" " * (1 << 16)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for _ in range(limit // len(part)))
+    status, out = answer(head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"1\r\n ")  # never ends
+    assert status == 413 and out["kind"] == "too_large" and f"the limit is {limit}" in out["error"], out
+    status, out = answer(head + f"Content-Length: {limit + 1}\r\n\r\n".encode())
+    assert status == 413 and f"{limit + 1} bytes; the limit is {limit}" in out["error"], out
+    assert request(guarded_server, "/healthz")[0] == 200
+
+
+def test_any_json_body_gets_its_scores_or_a_4xx_never_a_500(server, table_server):
+    base, _ = server
+    status, out = request(base, "/score", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "JSON nested too deeply to read" in out["error"], out
+    status, out = request(base, "/score", b'{"rows": [[' + b"1" * 5000 + b"]]}")
+    assert status == 400 and "a number too long to read" in out["error"] and "\n" not in out["error"], out
+    # a 400-digit integer is the number it is: beyond float64 as 1e400 is, and refused as it is (422)
+    rest = b", 0" * 20 + b"]]"
+    wide = request(base, "/score", b'{"rows": [[' + b"1" * 400 + rest + b"}")
+    assert wide[0] == 422 and wide == request(base, "/score", b'{"rows": [[1e400' + rest + b"}")
+    status, out = request(base, "/score", {"rows": [[0.0] * 21], "alpha": 10 ** 400})
+    assert status == 422 and "alpha: got inf" in out["error"], out
+    assert request(base, "/score", {"rows": [[0.0] * 21], "threshold": 10 ** 400})[0] == 200
+
+    base, _, df = table_server
+    record = df.astype({"proto": str, "flag": str}).head(1).to_dict("records")[0]
+
+    def score(**changes):
+        return request(base, "/score", {"records": [{**record, **changes}]})
+
+    assert score(a=2 ** 62 + 1)[0] == 200 and score(a=2 ** 62 + 1) == score(a=float(2 ** 62 + 1))
+    assert score(a=10 ** 400)[0] == 422 and score(a=10 ** 400) == score(a=float("inf"))
+    assert score(proto=2 ** 70)[0] == 200 and score(proto=2 ** 70) == score(proto=str(2 ** 70))
+    status, out = score(host=2 ** 70)
+    assert status == 200 and out["ids"] == {"host": [2 ** 70]}, out
 
 
 def test_hot_reload_picks_up_a_new_model_and_refuses_a_broken_one(server, cardio, tmp_path):
@@ -299,3 +430,27 @@ def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(serie
     assert status == 200 and len(as_read["scores"]) == len(repeated)
     status, bad = request(base, "/score", {"records": records, "time_order": "sorted"})
     assert status == 400 and "time_order" in bad["error"]
+
+
+def test_a_row_the_graph_cannot_score_is_null_p_0_and_flagged_never_500(server, cardio):
+    base, _ = server
+    X = cardio[1][:4].tolist()
+    X[2][3] = 1e30                       # finite, but it overflows the graph's float32 arithmetic
+    status, out = request(base, "/score", {"rows": X})
+    assert status == 200, out
+    assert out["scores"][2] is None and out["p_values"][2] == 0.0 and out["is_anomaly"][2]
+    assert all(s is not None for i, s in enumerate(out["scores"]) if i != 2)
+    status, out = request(base, "/score", json.dumps({"rows": X, "threshold": float("nan")}).encode())
+    assert status in (400, 422) and "NaN" in out["error"], out  # a NaN threshold would flag nothing
+
+
+def test_a_series_body_with_a_mistyped_year_or_zoned_times_scores_like_the_file(series_server):
+    base, _, new = series_server
+    records = new[["value", "timestamp", "host"]].iloc[:12].to_dict("records")
+    status, plain = request(base, "/score", {"records": records})
+    zoned = [{**r, "timestamp": r["timestamp"].replace(" ", "T") + "+00:00"} for r in records]
+    status_z, out_z = request(base, "/score", {"records": zoned})
+    assert status == status_z == 200 and out_z["scores"] == plain["scores"], out_z
+    typo = [dict(records[0]), {**records[1], "timestamp": "2082" + records[1]["timestamp"][4:]}]  # 56 years on
+    status, out = request(base, "/score", {"records": typo})  # W - 1 missing steps inserted, not 5.9 million
+    assert status == 200 and len(out["scores"]) == 2, out

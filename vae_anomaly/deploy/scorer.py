@@ -80,7 +80,8 @@ class Scorer(ModelFile):
 
         Raises
         ------
-        InputValidationError : bad X, unknown score, alpha outside (0, 1), unknown nan_policy.
+        InputValidationError : bad X, unknown score, alpha outside (0, 1), a NaN threshold, unknown
+            nan_policy.
         """
         score = self.resolve_score(score)
         if nan_policy not in ("raise", "flag"):
@@ -105,6 +106,9 @@ class Scorer(ModelFile):
             t, alpha = self._auto_threshold(score, alpha)
         else:
             t, alpha = float(threshold), None
+            if np.isnan(t):
+                raise InputValidationError("threshold: got NaN; expected 'auto' or a score in nats (a NaN "
+                                           "threshold would flag nothing).")
             if fdr is None:  # under fdr the threshold is not used
                 warn_if_threshold_flags_most(t, self.calibration[score], score)
         return decide(scores, bad, self.calibration[score], threshold=t, alpha=alpha, score=score, fdr=fdr,

@@ -14,9 +14,18 @@ request, each row's most anomalous features by name (``"top_features"``). A wind
 series) scores records or a CSV body as a series of its own: one score per row, the window ending
 at its timestamp (:mod:`vae_anomaly.deploy.series`).
 
-Status codes: 400 malformed body, 413 body or row count over the limit, 415 unknown content type,
-422 rows that do not fit the model: wrong width, non-finite or missing values, a missing column,
-text in a numeric column (the CLI's wording), 409 a reload refused.
+A bearer token (``create_app(token=...)``; ``vae-anomaly serve --token-file`` or the
+``VAE_ANOMALY_TOKEN`` environment variable) guards every route but ``/healthz`` (and the schema at
+``/docs``, ``/openapi.json``): a request without it gets 401. ``serve`` refuses to bind beyond
+loopback without a token unless told ``no_token``. ``GET /model`` answers what a client needs (input
+columns and their kinds, scores, alpha, thresholds, version, model id); ``?detail=true`` adds the
+file's path and the full metadata.
+
+Status codes: 400 malformed body (any body that cannot be read: invalid or too deeply nested JSON,
+an over-long number), 401 no or a wrong token, 413 body or row count over the limit (the body is
+refused while it is read, as soon as it passes the limit), 415 unknown content type, 422 rows that
+do not fit the model: wrong width, non-finite or missing values, a missing column, text in a
+numeric column (the CLI's wording), 409 a reload refused.
 
 Hot reload: before each request the model file's (inode, size, mtime) is compared with the loaded
 one; ``fit`` replaces the file atomically, so a changed file is complete and is loaded in full. A
@@ -25,15 +34,22 @@ file that fails to load is refused and the previous model keeps serving.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -53,14 +69,20 @@ DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _CONTENT_KINDS = {"application/json": "json", "text/csv": "csv", "application/x-npy": "npy",
                   "application/octet-stream": "npy"}
+#: environment variable holding the bearer token (read when no token file is given; how ``serve``
+#: passes the token to its worker processes)
+TOKEN_ENV = "VAE_ANOMALY_TOKEN"
+_TOKEN = re.compile(r"[\x21-\x7e]{16,}")  # printable ASCII, no spaces, at least 16 characters
+_EXACT = 2 ** 53  # integers up to this magnitude are exact in float64 (pyarrow refuses larger ones there)
+_INT64 = 2 ** 63
 
 
 class HTTPError(Exception):
-    """An error answered as JSON ``{"error": message, "kind": kind}`` with ``status``."""
+    """An error answered as JSON ``{"error": message, "kind": kind}`` with ``status`` (and ``headers``)."""
 
-    def __init__(self, status: int, kind: str, message: str):
+    def __init__(self, status: int, kind: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.kind = status, kind
+        self.status, self.kind, self.headers = status, kind, headers
 
 
 def _load(path: Path) -> Scorer:
@@ -116,18 +138,54 @@ class ModelHolder:
             return self.scorer
 
 
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, read from its stream and refused (HTTPError 413) once it is over
+    ``max_bytes``: a declared Content-Length over the limit before anything is read, a body without
+    one (chunked) as soon as the bytes read pass the limit, so memory stays within the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPError(413, "too_large", f"request body: {declared} bytes; the limit is {max_bytes} "
+                                          "(serve --max-body-mb). Send fewer rows per request.")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise HTTPError(413, "too_large", f"request body: more than {max_bytes} bytes; the limit is {max_bytes} "
+                                              "(serve --max-body-mb). Send fewer rows per request.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _as_float(value) -> float:
+    """A number (or its text) as float64; an integer beyond float64's range is ±inf, as ``1e400`` or
+    a CSV cell of the same digits reads. TypeError/ValueError for anything else."""
+    try:
+        return float(value)
+    except OverflowError:  # only an int raises it
+        return math.inf if value > 0 else -math.inf
+
+
 def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple[str, object, dict]:
     """Body -> (form, payload, options): form "rows" with an ndarray (JSON rows, ``.npy``),
     "records" with a list of dicts, or "csv" with the body's bytes (read against the serving
-    model by :func:`_score`). Raises HTTPError 400 for a malformed body, 413 for too many rows."""
+    model by :func:`_score`). Raises HTTPError 400 for a body that cannot be read (invalid or too
+    deeply nested JSON, a number too long to read, malformed rows), 413 for too many rows."""
     options = {k: params[k] for k in ("alpha", "threshold", "score", "features", "time_order") if k in params}
     if kind == "csv":
         return "csv", body, options
     if kind == "json":
+        expected = 'expected a JSON object {"rows": [[...], ...]} or {"records": [{"column": value, ...}, ...]}'
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HTTPError(400, "malformed", f"request body: not valid JSON ({e}).") from None
+            raise HTTPError(400, "malformed", f"request body: not valid JSON ({e}); {expected}.") from None
+        except RecursionError:
+            raise HTTPError(400, "malformed", f"request body: JSON nested too deeply to read; {expected}, "
+                                              "nested three levels at most.") from None
+        except ValueError as e:  # an integer over Python's digit limit
+            raise HTTPError(400, "malformed", f"request body: a number too long to read "
+                                              f"({str(e).split(';')[0]}); expected numbers within float64's "
+                                              "range (about ±1.8e308).") from None
         forms = [k for k in ("rows", "records") if isinstance(doc, dict) and isinstance(doc.get(k), list)]
         if len(forms) != 1:
             raise HTTPError(400, "malformed", 'request body: expected a JSON object {"rows": [[...], ...]} or '
@@ -147,7 +205,11 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
         widths = {len(r) for r in rows}
         if len(widths) > 1:
             raise HTTPError(400, "malformed", f"request body: rows have different lengths {sorted(widths)}.")
-        X = np.asarray(rows, dtype=np.float64).reshape(len(rows), widths.pop() if widths else 0)
+        try:
+            X = np.asarray(rows, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64's range: ±inf, refused with the other non-finite values
+            X = np.asarray([[_as_float(v) for v in r] for r in rows], dtype=np.float64)
+        X = X.reshape(len(rows), widths.pop() if widths else 0)
     else:
         try:
             X = parse_matrix_bytes(body, kind, "request body")
@@ -156,6 +218,32 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
     if X.ndim >= 1 and X.shape[0] > max_rows:
         raise HTTPError(413, "too_large", f"request body: {X.shape[0]} rows; the limit is {max_rows}.")
     return "rows", X, options
+
+
+def _wide_ints(records: list[dict], scorer: Scorer) -> list[dict]:
+    """``records`` with the integers pyarrow cannot take as they are rewritten the way a CSV body of
+    the same digits is read: in a numeric column (any key of a positional model) an integer beyond
+    ±2**53 becomes the nearest float64 (±inf beyond its range, then refused as non-finite); in a
+    categorical column or a window model's time column one beyond the 64-bit range becomes its
+    digits as text. ID columns are left as sent. Records without such an integer are kept as they are."""
+    if scorer.series is not None:
+        numeric, text = set(scorer.series["metrics"]), {scorer.series["time_column"]}
+    elif scorer.table is not None:
+        numeric = {f["name"] for f in scorer.table["features"] if f["kind"] == "numeric"}
+        text = {f["name"] for f in scorer.table["features"]} - numeric
+    else:
+        numeric, text = None, set()
+
+    def wide(value) -> bool:
+        return type(value) is int and not -_EXACT <= value <= _EXACT
+
+    def rewritten(key: str, value: int):
+        if numeric is None or key in numeric:
+            return _as_float(value)
+        return str(value) if key in text and not -_INT64 <= value < _INT64 else value
+
+    return [{k: rewritten(k, v) if wide(v) else v for k, v in r.items()} if any(map(wide, r.values())) else r
+            for r in records]
 
 
 def _text(value, cache: dict):
@@ -228,6 +316,13 @@ def _csv_table(body: bytes, spec: dict | None, label: str, types: dict | None = 
     return tables.read_csv_bytes(body, label, column_types=types)
 
 
+def _json_numbers(values: list) -> list:
+    """``values`` with each NaN or ±inf float as None (JSON has no such numbers): a score the graph
+    could not compute is null, as in the CLI's JSONL, and the row is flagged with p-value 0
+    (:func:`vae_anomaly.deploy.policy.nonfinite_scores`); an ID sent as NaN comes back null."""
+    return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+
 def _ids(table, records: list[dict] | None, spec: dict | None) -> dict | None:
     """{ID column: values} for the model's ID columns the body has (records: values as sent; CSV:
     as text), or None without any."""
@@ -235,7 +330,7 @@ def _ids(table, records: list[dict] | None, spec: dict | None) -> dict | None:
         return None
     if records is not None:
         present = set().union(*records) if records else set()
-        out = {c: [r.get(c) for r in records] for c in spec["id_columns"] if c in present}
+        out = {c: _json_numbers([r.get(c) for r in records]) for c in spec["id_columns"] if c in present}
     else:
         out = {c: table.column(c).to_pylist() for c in spec["id_columns"] if c in table.column_names}
     return out or None
@@ -312,14 +407,38 @@ def _score(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = 
         raise HTTPError(422, "invalid_rows", str(e)) from None
 
 
+def _model_summary(scorer: Scorer) -> dict:
+    """What a client needs to know of the serving model (``GET /model``): its input columns and their
+    kinds (no categories), ID columns, a window model's series, the condition, scores, alpha,
+    thresholds, version and id; not the training data's statistics, categories or calibration scores."""
+    meta, table, spec = scorer.metadata, scorer.table, scorer.series
+    id_columns = spec["id_columns"] if spec is not None else table["id_columns"] if table is not None else []
+    return {
+        "model_id": scorer.model_id, "library_version": meta["library_version"],
+        "schema_version": meta["schema_version"], "n_features": scorer.n_features,
+        "input_shape": list(scorer.input_shape),
+        "columns": None if table is None else [{"name": f["name"], "kind": f["kind"]} for f in table["features"]],
+        "id_columns": id_columns,
+        "series": None if spec is None else {**{k: spec[k] for k in ("window", "time_column", "step_seconds", "metrics")},
+                                             "time_unit": spec.get("time_unit")},
+        "condition": scorer.condition, "score_names": scorer.score_names, "default_score": scorer.default_score,
+        "score_direction": meta.get("score_direction"), "alpha": scorer.alpha, "thresholds": meta["thresholds"],
+        "auto_threshold": meta.get("auto_threshold"), "n_calibration": len(scorer.calibration[scorer.default_score]),
+    }
+
+
 def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROWS,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
-    """The ASGI app serving ``model_path``.
+               max_bytes: int = DEFAULT_MAX_BYTES, token: str | None = None) -> FastAPI:
+    """The ASGI app serving ``model_path``. With ``token``, every route but ``/healthz`` (and the
+    schema at ``/docs``, ``/openapi.json``) answers 401 unless the request carries
+    ``Authorization: Bearer <token>``.
 
     Raises
     ------
+    InputValidationError : a token that is not 16 or more printable ASCII characters without spaces.
     ModelArtifactError : the model cannot be loaded at start.
     """
+    expected = None if token is None else _checked_token(token, "token").encode("ascii")
     registry = CollectorRegistry()
     requests = Counter("vae_anomaly_requests", "HTTP requests by endpoint and status.",
                        ["endpoint", "status"], registry=registry)
@@ -334,6 +453,36 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
 
     app = FastAPI(title="vae-anomaly", version=holder.scorer.metadata["library_version"],
                   description="VAE anomaly scores, conformal p-values and flags from one ONNX model.")
+    bearer = HTTPBearer(auto_error=False, description="the token `vae-anomaly serve` was started with")
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        """Refuse (401) a request that does not carry the service's token."""
+        if credentials is None:
+            raise HTTPError(401, "unauthorized", "Authorization: no bearer token; expected the header "
+                                                 "'Authorization: Bearer <token>' with the token the service was "
+                                                 "started with (serve --token-file).",
+                            headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode("latin-1"), expected):
+            raise HTTPError(401, "unauthorized", "Authorization: the bearer token does not match; expected the "
+                                                 "token the service was started with (serve --token-file).",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    guarded = [] if token is None else [Depends(authorize)]  # the dependencies of every route but /healthz
+
+    @app.exception_handler(HTTPError)
+    async def refused(request: Request, e: HTTPError) -> JSONResponse:
+        """An HTTPError raised before an endpoint runs (the token check), answered and counted as the others."""
+        errors.labels(e.kind).inc()
+        requests.labels(request.url.path, str(e.status)).inc()
+        return JSONResponse({"error": str(e), "kind": e.kind}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        """A query parameter FastAPI cannot read (``/model?detail=maybe``): 400 with one line."""
+        first = e.errors()[0]
+        where = " ".join(str(part) for part in first["loc"])
+        return await refused(request, HTTPError(400, "malformed", f"{where}: got {str(first.get('input'))[:40]!r}; "
+                                                                  f"{first['msg'].lower()}."))
 
     def answer(endpoint: str, status: int, payload: dict, started: float) -> JSONResponse:
         requests.labels(endpoint, str(status)).inc()
@@ -344,7 +493,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         errors.labels(e.kind).inc()
         return answer(endpoint, e.status, {"error": str(e), "kind": e.kind}, started)
 
-    @app.post("/score", openapi_extra={"requestBody": {"required": True, "content": {
+    @app.post("/score", dependencies=guarded, openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "properties": {
             "rows": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
                      "description": "rows of numbers, by position (give rows or records)"},
@@ -368,18 +517,15 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
                 raise HTTPError(415, "unsupported_media_type",
                                 f"content type {request.headers.get('content-type')!r}: expected one of "
                                 f"{', '.join(_CONTENT_KINDS)}.")
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > max_bytes:
-                raise HTTPError(413, "too_large", f"request body: {declared} bytes; the limit is {max_bytes}.")
-            body = await request.body()
-            if len(body) > max_bytes:
-                raise HTTPError(413, "too_large", f"request body: {len(body)} bytes; the limit is {max_bytes}.")
+            body = await _read_body(request, max_bytes)
             form, payload, options = _parse_request(kind, body, dict(request.query_params), max_rows)
             scorer = holder.current()
+            if form == "records":
+                payload = _wide_ints(payload, scorer)
             try:
                 threshold = options.get("threshold", "auto")
-                threshold = threshold if threshold == "auto" else float(threshold)
-                alpha = None if options.get("alpha") is None else float(options["alpha"])
+                threshold = threshold if threshold == "auto" else _as_float(threshold)
+                alpha = None if options.get("alpha") is None else _as_float(options["alpha"])
             except (TypeError, ValueError):
                 raise HTTPError(400, "malformed", "threshold: expected 'auto' or a number; alpha: a number.") from None
             k = _top_k(options.get("features"))
@@ -396,7 +542,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         rows_scored.inc(len(result.scores))
         flagged.inc(int(result.is_anomaly.sum()))
         answer_body = {
-            "scores": result.scores.tolist(), "p_values": result.p_values.tolist(),
+            "scores": _json_numbers(result.scores.tolist()), "p_values": result.p_values.tolist(),
             "is_anomaly": result.is_anomaly.tolist(), "model_id": scorer.model_id, "score": result.score_name,
             "threshold": result.threshold if np.isfinite(result.threshold) else None, "alpha": result.alpha,
         }
@@ -408,7 +554,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
             answer_body["top_features"] = [[names[j] for j in row] for row in top.tolist()] if names else top.tolist()
         return answer("/score", 200, answer_body, started)
 
-    @app.post("/reload")
+    @app.post("/reload", dependencies=guarded)
     def reload() -> JSONResponse:
         """Load the model file again now; a file that fails to load is refused (409), the old model stays."""
         started = time.perf_counter()
@@ -424,19 +570,22 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", dependencies=guarded)
     def readyz() -> dict:
         """A model is loaded and serving."""
         scorer = holder.current()
         return {"status": "ready", "model_id": scorer.model_id, "last_reload_error": holder.last_error}
 
-    @app.get("/model")
-    def model() -> dict:
-        """The serving model's metadata (as ``vae-anomaly info``) and its id."""
+    @app.get("/model", dependencies=guarded)
+    def model(detail: bool = False) -> dict:
+        """What a client needs of the serving model: input columns and their kinds, ID columns, scores,
+        alpha, thresholds, version and id; ``detail=true`` adds the file's path and the full metadata
+        (as ``vae-anomaly info``: training statistics, categories, calibration scores)."""
         scorer = holder.current()
-        return {"model_id": scorer.model_id, "path": str(holder.path), "metadata": scorer.metadata}
+        summary = _model_summary(scorer)
+        return {**summary, "path": str(holder.path), "metadata": scorer.metadata} if detail else summary
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=guarded)
     def metrics() -> Response:
         """Prometheus text format: requests, rows scored, anomalies flagged, latency, errors, reloads."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -444,24 +593,94 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
     return app
 
 
+def _checked_token(token: str, label: str) -> str:
+    """``token`` if it is usable as a bearer token: 16 or more printable ASCII characters without spaces.
+
+    Raises
+    ------
+    InputValidationError : naming ``label`` (where the token came from) and how to make one.
+    """
+    if not _TOKEN.fullmatch(token):
+        raise InputValidationError(
+            f"{label}: {'empty' if not token else 'not a usable token'}; expected 16 or more printable ASCII "
+            "characters without spaces on one line, e.g. written by "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))' > token.txt.")
+    return token
+
+
+def _read_token(token_file: str | os.PathLike | None) -> str | None:
+    """The bearer token: ``token_file``'s text (surrounding whitespace stripped), else the
+    :data:`TOKEN_ENV` environment variable's, else None (no token).
+
+    Raises
+    ------
+    InputValidationError : a token file that cannot be read; a token that is empty or not usable
+        (:func:`_checked_token`).
+    """
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise InputValidationError(f"--token-file {token_file}: cannot be read ({e.strerror}); expected a "
+                                       "file holding the bearer token on one line.") from None
+        return _checked_token(text.strip(), f"--token-file {token_file}")
+    if TOKEN_ENV in os.environ:
+        return _checked_token(os.environ[TOKEN_ENV].strip(), TOKEN_ENV)
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def app_from_env() -> FastAPI:
-    """uvicorn factory for ``--workers N``: settings come from VAE_ANOMALY_* environment variables."""
+    """uvicorn factory for ``--workers N``: settings come from VAE_ANOMALY_* environment variables
+    (the token from :data:`TOKEN_ENV`, if set)."""
     return create_app(os.environ["VAE_ANOMALY_MODEL"],
                       max_rows=int(os.environ.get("VAE_ANOMALY_MAX_ROWS", DEFAULT_MAX_ROWS)),
-                      max_bytes=int(os.environ.get("VAE_ANOMALY_MAX_BYTES", DEFAULT_MAX_BYTES)))
+                      max_bytes=int(os.environ.get("VAE_ANOMALY_MAX_BYTES", DEFAULT_MAX_BYTES)),
+                      token=_read_token(None))
 
 
 def serve(model_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+          max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
+          token_file: str | os.PathLike | None = None, no_token: bool = False,
+          say: Callable[[str], None] | None = None) -> None:
     """Run the service with uvicorn until interrupted: the library call behind ``vae-anomaly serve``.
 
-    The model is loaded once here first, so a bad model is refused (ModelArtifactError) before the
-    port is bound; each of the ``workers`` processes then builds its app from the environment.
+    The token comes from ``token_file``, else the :data:`TOKEN_ENV` environment variable; with one,
+    every route but ``/healthz`` needs it. Without one, a ``host`` beyond loopback is refused unless
+    ``no_token``. The options are checked and the model is loaded once here first, so a bad token or
+    model is refused before the port is bound; then ``say`` (if given) is told where the service
+    listens, and each of the ``workers`` processes builds its app from the environment.
+
+    Raises
+    ------
+    InputValidationError : a token file that cannot be read or a token that is not usable; a host
+        beyond loopback without a token or ``no_token``; ``no_token`` with a token.
+    ModelArtifactError : the model cannot be loaded.
     """
     import uvicorn
 
+    token = _read_token(token_file)
+    if no_token and token is not None:
+        raise InputValidationError(f"--no-token: a token is given too ({'--token-file' if token_file else TOKEN_ENV}); "
+                                   "expected one of the two: drop --no-token to require the token, or the token "
+                                   "to serve without one.")
+    if token is None and not no_token and not _is_loopback(host):
+        raise InputValidationError(f"--host {host}: beyond loopback without a token, anyone who reaches the port "
+                                   "could score, read the model and reload it; give --token-file PATH (clients "
+                                   "then send 'Authorization: Bearer <token>'), or --no-token to serve openly on "
+                                   "purpose.")
     Scorer(model_path)
     os.environ.update(VAE_ANOMALY_MODEL=str(Path(model_path).resolve()), VAE_ANOMALY_MAX_ROWS=str(max_rows),
-                      VAE_ANOMALY_MAX_BYTES=str(max_bytes))
+                      VAE_ANOMALY_MAX_BYTES=str(max_bytes), **({} if token is None else {TOKEN_ENV: token}))
+    if say is not None:
+        say(f"serving {model_path} on http://{host}:{port} ({workers} worker(s), "
+            f"{'no token' if token is None else 'bearer token required'}); docs at /docs")
     uvicorn.run("vae_anomaly.integrations.service:app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level="warning")
