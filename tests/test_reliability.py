@@ -149,7 +149,7 @@ CASES = [  # (id, setup, args, exit code, stderr fragment)
     ("foreign ONNX model", _model_variant("bad.onnx", _no_meta), ["score", "ok.npy", "-m", "bad.onnx"], 4, "metadata"),
     ("future schema", _model_variant("bad.onnx", _future_schema), ["score", "ok.npy", "-m", "bad.onnx"], 4, "schema version 2"),
     ("graph disagrees with metadata", _model_variant("bad.onnx", _wrong_width), ["score", "ok.npy", "-m", "bad.onnx"],
-     4, "disagree"),
+     4, "n_features"),
     ("external-data model", _model_variant("bad.onnx", _external), ["score", "ok.npy", "-m", "bad.onnx"], 4, "external data"),
     ("missing output folder", None, ["score", "ok.npy", "-o", "nowhere/out.csv"], 5, "does not exist"),
     ("fit: missing output folder", None, ["fit", "ok.npy", "-o", "nowhere/m.onnx"], 5, "does not exist"),
