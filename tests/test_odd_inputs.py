@@ -289,3 +289,47 @@ def _scorer(path):
     if path not in _SCORERS:
         _SCORERS[path] = Scorer(path)
     return _SCORERS[path]
+
+
+def test_the_header_pandas_writes_for_unnamed_columns_stays_a_header(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from vae_anomaly.deploy.io import read_matrix
+
+    x = np.arange(12.0).reshape(4, 3) + 0.5
+    pd.DataFrame(x).to_csv(tmp_path / "x.csv", index=False)        # header 0,1,2
+    pd.Series([0, 1, 0, 1]).to_csv(tmp_path / "y.csv", index=False)  # header 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_matrix(tmp_path / "x.csv"), x)
+        np.testing.assert_array_equal(read_matrix(tmp_path / "y.csv").ravel(), [0, 1, 0, 1])
+
+
+def test_http_bodies_and_calibrate_read_a_table_with_the_models_names_and_types(tmp_path):
+    import types
+    import unicodedata
+
+    pa = pytest.importorskip("pyarrow")
+    from vae_anomaly.deploy import io, schema, tables
+    from vae_anomaly.errors import InputValidationError
+    from vae_anomaly.integrations.service import _ids, _named_records
+
+    nfc = "\u00e9tat"
+    nfd = unicodedata.normalize("NFD", nfc)
+    (tmp_path / "fit.csv").write_text(f"x,{nfc},host\n" + "".join(f"{i}.5,{['007', 'A'][i % 2]},h{i}\n" for i in range(40)))
+    _, spec = io.read_fit_table(tmp_path / "fit.csv", id_columns="host")
+    types_ = schema.read_types(spec)
+    body = f"x,{nfd},host\n1.5,007,h1\n".encode()                      # the body spells the name in NFD
+    t = tables.read_csv_bytes(body, "request body", column_types=types_)
+    assert t.column(nfd).to_pylist() == ["007"]                        # read as text, as the model's type says
+    assert schema.encode(t, spec)[0].tolist() == [1.5, 1.0, 0.0, 0.0]  # "007", the first category
+    assert _ids(t, None, spec) == {"host": ["h1"]}
+    twice = tables.read_csv_bytes(b"x,host,host\n1,a,b\n", "request body")
+    with pytest.raises(InputValidationError, match="column 'host' appears 2 times"):
+        _ids(twice, None, spec)                                        # was a KeyError, a 500
+    model = types.SimpleNamespace(series=None, table=spec)
+    assert _named_records([{"x": 1.5, nfd: "007", "host": "h"}], model) == [{"x": 1.5, nfc: "007", "host": "h"}]
+    with pytest.raises(InputValidationError, match="appears 2 times"):
+        _named_records([{"x": 1.5, nfd: "007", nfc: "A"}], model)
+    (tmp_path / "val.csv").write_text(f"x,{nfc}\n" + "".join(f"{i}.5,007\n" for i in range(8)))
+    rows = io.read_rows(tmp_path / "val.csv", table=spec)             # calibrate and report read so
+    assert rows.column(nfc).to_pylist() == ["007"] * 8

@@ -270,7 +270,7 @@ def test_a_mistyped_year_inserts_at_most_w_steps_and_gives_the_windows_of_a_long
     w = series.Windower(4, STEP)
     np.testing.assert_array_equal(w.add(t_typo, v), series.Windower(4, STEP).add(t_gap, v))
     assert w.inserted == 200 * year // STEP  # counted in full, allocated W − 1 at most
-    with pytest.raises(InputValidationError, match="more than 292 years apart"):
+    with pytest.raises(InputValidationError, match="data row 1 lies more than 292 years from the row before it"):
         series.Windower(4, STEP).add(np.array([-(2**62), 2**62]), np.zeros((2, 1)))
 
 
@@ -315,3 +315,11 @@ def test_a_step_a_model_file_could_not_hold_is_refused_at_fit():
     table = pa.table({"timestamp": t, "value": np.arange(40.0)})
     with pytest.raises(InputValidationError, match=r"steps by 1e-06 s.*expected a step from 0.001 to 1e\+09 s"):
         series.fit_windows(table, series.series_spec(table.schema, window=4), val_fraction=0.2)
+
+
+def test_epoch_text_with_spaces_or_an_exponent_and_an_empty_column_are_read():
+    column = pa.chunked_array([pa.array([" 1767225600 ", "1.7672259e9", "1767226200"])])
+    np.testing.assert_array_equal(series.timestamps_ns(column, "X", "timestamp", unit="s"),
+                                  np.array([1767225600, 1767225900, 1767226200]) * 10**9)
+    empty = pa.chunked_array([pa.array([], pa.string())])
+    assert series.timestamps_ns(empty, "X", "timestamp", unit="s").shape == (0,)

@@ -105,11 +105,14 @@ def read_table_rows(path: str | os.PathLike, spec: dict, fmt: CsvFormat = DEFAUL
     return schema.encode(table, spec, name=str(path))
 
 
-def read_rows(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV):
-    """A whole input file for a Scorer: a .csv or .parquet file as a pyarrow Table (a model fitted
-    on a table matches its columns by name), anything else as :func:`read_matrix` reads it."""
-    if Path(path).suffix.lower() in tables.TABLE_SUFFIXES:
-        return tables.read_table(path, fmt)
+def read_rows(path: str | os.PathLike, fmt: CsvFormat = DEFAULT_CSV, *, table: dict | None = None):
+    """A whole input file as ``score`` reads it for a model: with the model's ``table`` schema, a .csv
+    or .parquet file as a pyarrow Table of its feature columns, matched by name and read with the
+    schema's types (categories as text, numbers float64); anything else by position, as
+    :func:`read_matrix` reads it."""
+    if table is not None and Path(path).suffix.lower() in tables.TABLE_SUFFIXES:
+        return tables.read_table(path, fmt, column_types=schema.read_types(table, with_ids=False),
+                                 columns=schema.feature_names(table))
     return read_matrix(path, fmt)
 
 
@@ -271,13 +274,15 @@ def _iter_table_matrix(p: Path, chunk_rows: int, fmt: CsvFormat) -> Iterator[np.
 
     A CSV whose first line holds numbers only (``np.savetxt`` writes no header) is read from that
     line as data, with a warning: names are not used by position, and its first row is not lost.
+    The header pandas writes for unnamed columns, ``0,1,2,...``, stays a header.
     """
     if p.suffix.lower() == ".csv":
         names = tables.csv_columns(p, fmt)
-        if fmt.header and names and all(_is_number(n) for n in names):
+        pandas_header = names == [str(j) for j in range(len(names))]  # DataFrame(X).to_csv(): 0, 1, 2, ...
+        if fmt.header and names and not pandas_header and all(_is_number(n) for n in names):
             warnings.warn(f"{p}: the first line holds numbers only ({', '.join(names[:4])}"
                           f"{', ...' if len(names) > 4 else ''}); read as a data row, not a header. Pass "
-                          "--no-header to say so.", stacklevel=2)
+                          "--no-header to say the file has none, or name the columns in a header.", stacklevel=2)
             fmt = dataclasses.replace(fmt, header=False)
             names = tables.csv_columns(p, fmt)
         float64 = tables.load_pyarrow().float64()

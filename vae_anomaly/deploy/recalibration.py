@@ -96,12 +96,13 @@ def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike,
     :func:`recalibrate`.
     """
     y = read_matrix(labels).ravel() if labels is not None else None
-    spec = Scorer(model_path).series
+    model = Scorer(model_path)
+    spec = model.series
     if spec is not None:  # a window model: the series' full windows, its columns matched by name
         table = tables.read_table(val_file, column_types=series.read_types(spec),
                                   columns=[*spec["id_columns"], *spec["metrics"]])
         rows, y = series.table_windows(table, spec, name=str(val_file), labels=y)
     else:
-        rows = read_rows(val_file)
+        rows = read_rows(val_file, table=model.table)
     return recalibrate(model_path, rows, labels=y, alpha=alpha, target=target, recall=recall,
                        name=str(val_file), condition=read_matrix(condition) if condition is not None else None)

@@ -100,7 +100,7 @@ class Scorer(ModelFile):
         if feature_terms:
             terms = np.where(np.isinf(x[:, self.term_starts()]) if self.masked else ~np.isfinite(x[:, self.term_starts()]),
                              np.float32(np.inf), np.float32(0))
-            terms[~bad] = np.nan_to_num(ran[1], nan=np.inf)
+            terms[~bad] = np.where(np.isfinite(ran[1]), ran[1], np.float32(np.inf))
         bad[~bad] = overflow
         if threshold == "auto":
             t, alpha = self._auto_threshold(score, alpha)

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import arrow_compute, load_pyarrow, to_numpy
+from .tables import arrow_compute, load_pyarrow, select_columns, to_numpy
 
 #: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
 DEFAULT_WINDOW = 64
@@ -93,17 +93,22 @@ def timestamps_ns(column, name: str, time_column: str, first_row: int = 0, unit:
         r = int(np.argmax(to_numpy(column.is_null(), bool)))
         raise InputValidationError(f"{name}: column {time_column!r}, data row {first_row + r}, is empty; "
                                    "expected a timestamp on every row.")
+    if len(column) == 0:
+        return np.empty(0, np.int64)
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
     t = column.type
     numbers = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or (
-        pa.types.is_string(t) and len(column) > 0
-        and pc.all(pc.match_substring_regex(column, r"^\s*[+-]?\d+(\.\d*)?\s*$")).as_py())
+        (pa.types.is_string(t) or pa.types.is_large_string(t))
+        and pc.all(pc.match_substring_regex(column, r"^[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")).as_py())
     if numbers:
         return _epoch_ns(column, name, time_column, first_row, unit)
     if unit is not None:
-        raise InputValidationError(f"{name}: column {time_column!r} holds {t}, not epoch numbers in {unit!r}; "
-                                   "expected the time column the model was fitted with.")
+        raise InputValidationError(f"{name}: column {time_column!r} holds {t} that is not all epoch numbers; expected "
+                                   f"epoch numbers in {unit!r}, as the time unit says (at fit: drop --time-unit for "
+                                   "dates and times).")
     if pa.types.is_timestamp(t) and t.tz is not None:
         column = column.cast(pa.timestamp(t.unit))  # the UTC instants, zone dropped
     for target in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # text as written, then with a zone
@@ -124,7 +129,8 @@ def _epoch_ns(column, name: str, time_column: str, first_row: int, unit: str | N
     pa = load_pyarrow()
     if unit is None:
         raise InputValidationError(f"{name}: column {time_column!r} holds numbers; if they are epoch time, "
-                                   "expected their unit: pass --time-unit s (or ms, us, ns).")
+                                   "expected their unit: fit with --time-unit s (or ms, us, ns), and score with "
+                                   "that model.")
     if unit not in TIME_UNITS:
         raise InputValidationError(f"--time-unit: got {unit!r}; expected one of {', '.join(TIME_UNITS)}.")
     scale = TIME_UNITS[unit]
@@ -161,20 +167,23 @@ def _not_increasing(t: np.ndarray, previous: int | None) -> tuple[np.ndarray, np
     return full, np.flatnonzero(full[1:] <= full[:-1])  # compared, not subtracted: no int64 wrap
 
 
-def differences(t: np.ndarray, name: str, previous: int | None = None) -> np.ndarray:
-    """Consecutive differences of int64 nanosecond timestamps (with ``previous`` in front when
-    given), int64 (n − 1,) or (n,).
+def differences(t: np.ndarray, name: str, previous: int | None = None, first_row: int = 0) -> np.ndarray:
+    """Consecutive differences of int64 nanosecond timestamps (with ``previous``, the row before
+    ``first_row``, in front when given), int64 (n − 1,) or (n,).
 
     Raises
     ------
-    InputValidationError : two timestamps more than 292 years apart (the difference would wrap int64).
+    InputValidationError : two timestamps more than 292 years apart (the difference would wrap
+        int64), the later row named.
     """
     full = t if previous is None else np.concatenate([[previous], t])
     with np.errstate(over="ignore"):
         diffs = np.diff(full)
-    if ((diffs < 0) != (full[1:] < full[:-1])).any():
-        raise InputValidationError(f"{name}: two consecutive timestamps lie more than 292 years apart; expected a "
-                                   "series of one period (check for a mistyped year).")
+    wrapped = np.flatnonzero((diffs < 0) != (full[1:] < full[:-1]))
+    if wrapped.size:
+        r = first_row + int(wrapped[0]) + (1 if previous is None else 0)
+        raise InputValidationError(f"{name}: data row {r} lies more than 292 years from the row before it; expected "
+                                   "a series of one period. Check its time column for a mistyped year.")
     return diffs
 
 
@@ -257,6 +266,7 @@ def table_values(table, spec: dict, *, name: str = "X", first_row: int = 0) -> t
     from .schema import encode, positional
 
     time = spec["time_column"]
+    table = select_columns(table, [time, *spec["metrics"]], name)  # names after NFC; a repeated one refused
     if time not in table.column_names:
         raise InputValidationError(f"{name}: no time column {time!r}; the model was fitted on a series with it.")
     t = timestamps_ns(table.column(time), name, time, first_row, spec.get("time_unit"))
@@ -360,7 +370,7 @@ class Windower:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:
             return np.empty((0, w * d))
-        diffs = differences(t, self.name, self.last_t)
+        diffs = differences(t, self.name, self.last_t, self.rows)
         if self.model_step and self.last_t is None and n > 1:
             self._warn_if_other_step(diffs)
         raw = np.maximum(1.0, np.rint(diffs / self.step))      # steps from each row to the next, float64

@@ -223,15 +223,23 @@ def read_csv_bytes(data: bytes, label: str, fmt: CsvFormat = CsvFormat(delimiter
 
     Raises
     ------
-    InputValidationError : unreadable CSV (``label`` names it).
+    InputValidationError : unreadable CSV (``label`` names it); a typed column it holds twice.
     """
     pa = load_pyarrow()
     import pyarrow.csv as pcsv
 
+    delimiter = fmt.delimiter or ","
     try:
+        if column_types and fmt.header:  # keyed by the payload's spellings of the names (column_map)
+            end = data.find(b"\n")
+            header = data if end < 0 else data[: end + 1]
+            names = pcsv.read_csv(pa.BufferReader(header), **_csv_options(
+                fmt, delimiter, None, None, block_size=_block_size(len(header)))).column_names
+            found = column_map(names, list(column_types), label)
+            column_types = {found.get(c, c): t for c, t in column_types.items()}
         # one block holds the whole payload, so the types pyarrow infers come from every row
         return pcsv.read_csv(pa.BufferReader(data), **_csv_options(
-            fmt, fmt.delimiter or ",", column_types, None, block_size=_block_size(len(data))))
+            fmt, delimiter, column_types, None, block_size=_block_size(len(data))))
     except pa.ArrowException as e:
         raise _csv_error(Path(label), e, None, fmt) from None
 

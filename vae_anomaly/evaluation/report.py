@@ -148,7 +148,7 @@ def report_file(new_file: str | os.PathLike, model: str | os.PathLike, output: s
     """
     check_output_folder(output)
     scorer = Scorer(model)
-    x = scorer.check_rows(read_rows(new_file), name=str(new_file))
+    x = scorer.check_rows(read_rows(new_file, table=scorer.table), name=str(new_file))
     y = read_matrix(labels).ravel() if labels is not None else None
     write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
                  condition=read_matrix(condition) if condition is not None else None)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..deploy import series
 from ..deploy.scorer import Scorer
-from ..deploy.tables import as_table
+from ..deploy.tables import as_table, column_map
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()
@@ -32,6 +32,12 @@ def _scorer(model_path: str) -> Scorer:
         if model_path not in _SESSIONS:
             _SESSIONS[model_path] = Scorer(model_path, intra_op_threads=1)
         return _SESSIONS[model_path]
+
+
+def _present(columns, wanted: list[str]) -> list[str]:
+    """The frame's spellings of the ``wanted`` columns it has (names compared after Unicode NFC,
+    :func:`vae_anomaly.deploy.tables.column_map`)."""
+    return list(column_map([str(c) for c in columns], wanted, "dask frame").values())
 
 
 def _score_block(block: np.ndarray, model_path: str) -> np.ndarray:
@@ -103,7 +109,7 @@ def score_dataframe(ddf, model_path: str | os.PathLike, columns: list | None = N
     if scorer.series is not None:
         return _score_series(ddf, path, scorer.series, time_order)
     spec = scorer.table
-    ids = [c for c in (spec or {}).get("id_columns", []) if c in ddf.columns]
+    ids = _present(ddf.columns, (spec or {}).get("id_columns", []))
     meta = ddf._meta[ids].copy() if ids else pd.DataFrame(index=ddf._meta.index)
     meta["score"] = pd.Series(dtype=np.float32)
     meta["p_value"] = pd.Series(dtype=np.float64)
@@ -119,13 +125,13 @@ def _series_partition(df: pd.DataFrame, model_path: str, spec: dict, time_order:
     t, values = series.table_values(table, spec, name="dask partition")
     windower = series.Windower.for_model(spec, name="dask partition", time_order=time_order)
     res = scorer.predict(windower.add(t, values), name="dask partition")
-    out = df[[c for c in spec["id_columns"] if c in df.columns]].copy()
+    out = df[_present(df.columns, spec["id_columns"])].copy()
     out["score"], out["p_value"], out["is_anomaly"] = res.scores, res.p_values, res.is_anomaly
     return out
 
 
 def _score_series(ddf, path: str, spec: dict, time_order: str):
-    ids = [c for c in spec["id_columns"] if c in ddf.columns]
+    ids = _present(ddf.columns, spec["id_columns"])
     meta = ddf._meta[ids].copy()
     meta["score"] = pd.Series(dtype=np.float32)
     meta["p_value"] = pd.Series(dtype=np.float64)

@@ -166,7 +166,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             X = X[list(names)]  # matched by name, in any order
         validate_data(self, X, reset=False, skip_check_array=True)  # scikit-learn's name and count checks
         if not isinstance(X, pd.DataFrame):
-            X = pd.DataFrame(np.asarray(X, dtype=object), columns=self._columns).infer_objects()
+            # an estimator pickled before the column order was kept reads the model's order
+            columns = getattr(self, "_columns", None) or schema.feature_names(self._scorer.table)
+            X = pd.DataFrame(np.asarray(X, dtype=object), columns=columns).infer_objects()
         return X
 
     def _categorical_model(self) -> bool:

@@ -220,6 +220,26 @@ def _parse_request(kind: str, body: bytes, params: dict, max_rows: int) -> tuple
     return "rows", X, options
 
 
+def _named_records(records: list[dict], scorer: Scorer) -> list[dict]:
+    """``records`` with each key that names one of the model's columns (compared after Unicode NFC,
+    :func:`vae_anomaly.deploy.tables.column_map`) spelled as the model spells it; a positional
+    model's records as they are.
+
+    Raises
+    ------
+    InputValidationError : a column of the model given under two spellings.
+    """
+    if scorer.series is not None:
+        wanted = [*scorer.series["id_columns"], *scorer.series["metrics"]]
+    elif scorer.table is not None:
+        wanted = schema.needed_columns(scorer.table)
+    else:
+        return records
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    rename = {a: w for w, a in tables.column_map(keys, wanted, "request records").items() if a != w}
+    return [{rename.get(k, k): v for k, v in r.items()} for r in records] if rename else records
+
+
 def _wide_ints(records: list[dict], scorer: Scorer) -> list[dict]:
     """``records`` with the integers pyarrow cannot take as they are rewritten the way a CSV body of
     the same digits is read: in a numeric column (any key of a positional model) an integer beyond
@@ -332,7 +352,8 @@ def _ids(table, records: list[dict] | None, spec: dict | None) -> dict | None:
         present = set().union(*records) if records else set()
         out = {c: _json_numbers([r.get(c) for r in records]) for c in spec["id_columns"] if c in present}
     else:
-        out = {c: table.column(c).to_pylist() for c in spec["id_columns"] if c in table.column_names}
+        table = tables.select_columns(table, spec["id_columns"], "request body")  # names after NFC
+        out = {c: table.column(c).to_pylist() for c in table.column_names}
     return out or None
 
 
@@ -391,8 +412,10 @@ def _score(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = 
             raise HTTPError(400, "malformed", str(e)) from None
         if X.num_rows > max_rows:
             raise HTTPError(413, "too_large", f"request body: {X.num_rows} rows; the limit is {max_rows}.")
-        ids, name = _ids(X, None, spec), "request body"
+        name = "request body"
     try:
+        if form == "csv" and scorer.series is None:
+            ids = _ids(X, None, spec)
         if scorer.series is not None and form != "rows":
             X, ids = _series_windows(scorer, form, X if form == "csv" else payload, time_order)
             return scorer.predict(X, name="request body" if form == "csv" else "request records", **predict), ids
@@ -521,6 +544,10 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
             form, payload, options = _parse_request(kind, body, dict(request.query_params), max_rows)
             scorer = holder.current()
             if form == "records":
+                try:
+                    payload = _named_records(payload, scorer)
+                except InputValidationError as e:
+                    raise HTTPError(422, "invalid_rows", str(e)) from None
                 payload = _wide_ints(payload, scorer)
             try:
                 threshold = options.get("threshold", "auto")
