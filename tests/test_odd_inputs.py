@@ -184,7 +184,7 @@ _WRITINGS = {  # how a reader hands over the integer code k
 }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 500), min_size=1, max_size=30), st.sampled_from(sorted(_WRITINGS)),
        st.sampled_from(sorted(_WRITINGS)))
 def test_an_integer_code_is_one_category_however_it_is_written(codes, fitted_as, scored_as):
@@ -213,7 +213,7 @@ def test_an_integer_code_is_one_category_however_it_is_written(codes, fitted_as,
         np.testing.assert_array_equal(schema.encode(table(scored_as), spec), schema.encode(fitted, spec))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.booleans(), min_size=2, max_size=20),
        st.sampled_from(["bool", "python-text", "lower", "upper", "digit"]))
 def test_a_boolean_is_one_category_however_it_is_written(flags, scored_as):
@@ -228,7 +228,7 @@ def test_a_boolean_is_one_category_however_it_is_written(flags, scored_as):
     np.testing.assert_array_equal(schema.encode(scored, spec), schema.encode(fitted, spec))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=6), st.data())
 def test_unicode_and_repeated_names_are_matched_after_nfc_or_refused(names, data):
     import unicodedata
@@ -249,7 +249,7 @@ def test_unicode_and_repeated_names_are_matched_after_nfc_or_refused(names, data
         np.testing.assert_array_equal(schema.encode(table, spec), [list(range(len(names)))])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.integers(-12 * 60, 14 * 60), st.integers(0, 10**6))
 def test_a_zoned_timestamp_is_its_utc_instant(offset_minutes, minutes):
     pa = pytest.importorskip("pyarrow")
@@ -265,7 +265,7 @@ def test_a_zoned_timestamp_is_its_utc_instant(offset_minutes, minutes):
         == int(utc.timestamp()) * 10**9
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.floats(-3.3999999521443642e38, 3.3999999521443642e38, allow_nan=False, allow_subnormal=False,
                           width=32), min_size=1, max_size=8), st.data())
 def test_extreme_finite_values_score_finite_or_are_flagged_with_p_value_0(model_path, cardio, values, data):

@@ -323,3 +323,11 @@ def test_epoch_text_with_spaces_or_an_exponent_and_an_empty_column_are_read():
                                   np.array([1767225600, 1767225900, 1767226200]) * 10**9)
     empty = pa.chunked_array([pa.array([], pa.string())])
     assert series.timestamps_ns(empty, "X", "timestamp", unit="s").shape == (0,)
+
+
+def test_report_reads_a_window_models_series_by_name(work, tmp_path):
+    pytest.importorskip("matplotlib")
+    frame = pd.read_csv(work / "test.csv")
+    frame[["value", "host", "timestamp"]].to_csv(tmp_path / "reordered.csv", index=False)
+    r = run(work, "report", str(tmp_path / "reordered.csv"), "-m", "model.onnx", "-o", str(tmp_path / "r.png"))
+    assert r.returncode == 0 and (tmp_path / "r.png").stat().st_size > 0, r.stderr

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputValidationError
-from . import artifact, conditions, series, tables
+from . import artifact, conditions, series
 from .calibration import (
     calibration_entries,
     check_alpha,
@@ -99,9 +99,7 @@ def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike,
     model = Scorer(model_path)
     spec = model.series
     if spec is not None:  # a window model: the series' full windows, its columns matched by name
-        table = tables.read_table(val_file, column_types=series.read_types(spec),
-                                  columns=[*spec["id_columns"], *spec["metrics"]])
-        rows, y = series.table_windows(table, spec, name=str(val_file), labels=y)
+        rows, y = series.read_windows(val_file, spec, labels=y)
     else:
         rows = read_rows(val_file, table=model.table)
     return recalibrate(model_path, rows, labels=y, alpha=alpha, target=target, recall=recall,

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputValidationError
-from .tables import arrow_compute, load_pyarrow, select_columns, to_numpy
+from .tables import arrow_compute, load_pyarrow, read_table, select_columns, to_numpy
 
 #: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
 DEFAULT_WINDOW = 64
@@ -413,6 +413,14 @@ def table_windows(table, spec: dict, *, name: str = "X", labels: np.ndarray | No
         raise InputValidationError(f"{name}: {values.shape[0]} rows hold no full window of {spec['window']} steps; "
                                    "expected a longer series.")
     return windows[full], None if labels is None else np.asarray(labels).ravel()[full]
+
+
+def read_windows(path, spec: dict, *, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A whole series file (.csv or .parquet) read as ``score`` reads it for a window model (its
+    columns by name, metrics float64, the time column through :func:`timestamps_ns`): its full
+    windows and their labels, as :func:`table_windows` gives them (``calibrate``, ``report``)."""
+    table = read_table(path, column_types=read_types(spec), columns=[*spec["id_columns"], *spec["metrics"]])
+    return table_windows(table, spec, name=str(path), labels=labels)
 
 
 def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | None = None, name: str = "X",
