@@ -72,7 +72,7 @@ def test_categories_fitted_from_csv_text_match_parquet_pandas_and_records(tmp_pa
     import pyarrow.parquet as pq
 
     from vae_anomaly.deploy import io, schema
-    from vae_anomaly.integrations.service import _records_table
+    from vae_anomaly.integrations.http_bodies import _records_table
 
     x_fit, spec = _fit_csv(tmp_path, _codes_csv(), categorical="code")
     kinds = {f["name"]: f.get("values") for f in spec["features"]}
@@ -311,7 +311,7 @@ def test_http_bodies_and_calibrate_read_a_table_with_the_models_names_and_types(
     pa = pytest.importorskip("pyarrow")
     from vae_anomaly.deploy import io, schema, tables
     from vae_anomaly.errors import InputValidationError
-    from vae_anomaly.integrations.service import _ids, _named_records
+    from vae_anomaly.integrations.http_bodies import _ids, named_records
 
     nfc = "\u00e9tat"
     nfd = unicodedata.normalize("NFD", nfc)
@@ -327,9 +327,9 @@ def test_http_bodies_and_calibrate_read_a_table_with_the_models_names_and_types(
     with pytest.raises(InputValidationError, match="column 'host' appears 2 times"):
         _ids(twice, None, spec)                                        # was a KeyError, a 500
     model = types.SimpleNamespace(series=None, table=spec)
-    assert _named_records([{"x": 1.5, nfd: "007", "host": "h"}], model) == [{"x": 1.5, nfc: "007", "host": "h"}]
+    assert named_records([{"x": 1.5, nfd: "007", "host": "h"}], model) == [{"x": 1.5, nfc: "007", "host": "h"}]
     with pytest.raises(InputValidationError, match="appears 2 times"):
-        _named_records([{"x": 1.5, nfd: "007", nfc: "A"}], model)
+        named_records([{"x": 1.5, nfd: "007", nfc: "A"}], model)
     (tmp_path / "val.csv").write_text(f"x,{nfc}\n" + "".join(f"{i}.5,007\n" for i in range(8)))
     rows = io.read_rows(tmp_path / "val.csv", table=spec)             # calibrate and report read so
     assert rows.column(nfc).to_pylist() == ["007"] * 8
