@@ -171,7 +171,7 @@ def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat, time_
                                    f"time column {spec['time_column']!r}.")
     windower = series.Windower.for_model(spec, name=str(path), time_order=time_order)
     done = 0
-    columns = [*spec["id_columns"], *spec["metrics"]]
+    columns = series.needed_columns(spec)
     for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec), columns=columns):
         t, values = series.table_values(table, spec, name=str(path), first_row=done)
         yield windower.add(t, values), table.select(spec["id_columns"])

@@ -278,6 +278,11 @@ def table_values(table, spec: dict, *, name: str = "X", first_row: int = 0) -> t
     return t, values
 
 
+def needed_columns(spec: dict) -> list[str]:
+    """The columns read to score a series: the ID columns (the time column first), then the metrics."""
+    return [*spec["id_columns"], *spec["metrics"]]
+
+
 def read_types(spec: dict) -> dict:
     """{column: pyarrow type} to read a series CSV with: metrics float64, the time and ID columns text."""
     pa = load_pyarrow()
@@ -419,7 +424,7 @@ def read_windows(path, spec: dict, *, labels: np.ndarray | None = None) -> tuple
     """A whole series file (.csv or .parquet) read as ``score`` reads it for a window model (its
     columns by name, metrics float64, the time column through :func:`timestamps_ns`): its full
     windows and their labels, as :func:`table_windows` gives them (``calibrate``, ``report``)."""
-    table = read_table(path, column_types=read_types(spec), columns=[*spec["id_columns"], *spec["metrics"]])
+    table = read_table(path, column_types=read_types(spec), columns=needed_columns(spec))
     return table_windows(table, spec, name=str(path), labels=labels)
 
 

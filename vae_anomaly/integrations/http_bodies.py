@@ -126,7 +126,7 @@ def named_records(records: list[dict], scorer: Scorer) -> list[dict]:
     InputValidationError : a column of the model given under two spellings.
     """
     if scorer.series is not None:
-        wanted = [*scorer.series["id_columns"], *scorer.series["metrics"]]
+        wanted = series.needed_columns(scorer.series)
     elif scorer.table is not None:
         wanted = schema.needed_columns(scorer.table)
     else:

@@ -150,7 +150,7 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
                                   time_unit=time_unit, name=str(normal_file))
         # read as scoring reads it: every metric float64 whatever its first MiB held, the time column as text
         data = read_table(normal_file, csv_format, column_types=series.read_types(spec),
-                          columns=[*spec["id_columns"], *spec["metrics"]])
+                          columns=series.needed_columns(spec))
         y = read_matrix(labels, csv_format) if labels is not None else None
         X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file),
                                             time_order=time_order)
