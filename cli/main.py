@@ -306,6 +306,12 @@ def score(
     condition: Annotated[Optional[Path], typer.Option(
         help="A conditional model's conditions, one row per row of NEW_FILE.")] = None,
     time_order: TimeOrderOption = TimeOrder.strict,
+    state: Annotated[Optional[Path], typer.Option(
+        help="A window model's state file: read if it exists (this file continues the series scored before), "
+             "written after the outputs. Without it, the first W-1 rows get no p-value and are never flagged.")] = None,
+    events: Annotated[Optional[Path], typer.Option(
+        help="A window model's flagged timestamps grouped into events (start, end, peak, top metrics): .csv or "
+             ".jsonl.")] = None,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
 ) -> None:
@@ -318,7 +324,7 @@ def score(
                             score=score_name.value if score_name else None, nan_policy=nan_policy.value,
                             fdr=fdr, features=features, summary_json=summary_json, chunk_rows=chunk_rows,
                             condition=condition, csv_format=_csv_format(no_header, delimiter),
-                            time_order=time_order.value)
+                            time_order=time_order.value, state=state, events=events)
     if fail_on_anomaly and result.is_anomaly.any():
         raise typer.Exit(6)
 

@@ -208,6 +208,37 @@ def test_dask_scores_a_series_like_local_scoring(work):
         score_dataframe(ddf, work / "model.onnx").compute(scheduler="synchronous")
 
 
+def test_dask_decides_p_values_and_flags_as_local_scoring_and_continues_a_state(work, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    from vae_anomaly import score_file
+    from vae_anomaly.integrations.dask import score_dataframe
+
+    test = pd.read_csv(work / "test.csv")
+    test.loc[450:470, "value"] += 2.0  # an incident: flags that the online calibration must not learn from
+    test.to_csv(tmp_path / "t.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = score_file(tmp_path / "t.csv", work / "model.onnx", tmp_path / "local.csv")
+    local = pd.DataFrame({"score": res.scores, "p_value": res.p_values, "is_anomaly": res.is_anomaly})
+    out = score_dataframe(dd.from_pandas(test, npartitions=5), work / "model.onnx").compute(scheduler="synchronous")
+    for column in ("p_value", "is_anomaly"):
+        np.testing.assert_array_equal(out[column].to_numpy(np.float64), local[column].to_numpy(np.float64))
+    assert local["is_anomaly"][450:480].sum() > 5 and np.isnan(out["p_value"][:11]).all()
+    # two frames continuing each other through a state, as one
+    state = tmp_path / "dask_state.json"
+    first, save = score_dataframe(dd.from_pandas(test.iloc[:250], npartitions=3), work / "model.onnx", state=state)
+    first = first.compute(scheduler="synchronous")
+    assert not state.exists()
+    save.compute(scheduler="synchronous")
+    second, save = score_dataframe(dd.from_pandas(test.iloc[250:], npartitions=3), work / "model.onnx", state=state)
+    second = second.compute(scheduler="synchronous")
+    save.compute(scheduler="synchronous")
+    both = pd.concat([first, second])
+    for column in ("score", "p_value", "is_anomaly"):
+        np.testing.assert_array_equal(both[column].to_numpy(np.float64), local[column].to_numpy(np.float64))
+    assert json.loads(state.read_text())["rows_scored"] == len(test)
+
+
 def test_the_summary_of_a_window_model_names_metric_slots(work, tmp_path):
     from vae_anomaly import score_file
 
@@ -331,3 +362,155 @@ def test_report_reads_a_window_models_series_by_name(work, tmp_path):
     frame[["value", "host", "timestamp"]].to_csv(tmp_path / "reordered.csv", index=False)
     r = run(work, "report", str(tmp_path / "reordered.csv"), "-m", "model.onnx", "-o", str(tmp_path / "r.png"))
     assert r.returncode == 0 and (tmp_path / "r.png").stat().st_size > 0, r.stderr
+
+
+# ---------------------------------------------------------------- runs that continue each other (--state)
+
+
+def _slices(frame: pd.DataFrame, cuts, folder, model, state, **kw):
+    """Score ``frame`` cut at ``cuts``, one file a slice, each run continuing the state; the results."""
+    from vae_anomaly import score_file
+
+    bounds = [0, *cuts, len(frame)]
+    results = []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        frame.iloc[a:b].to_csv(folder / f"slice{i}.csv", index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results.append(score_file(folder / f"slice{i}.csv", model, folder / f"out{i}.csv", state=state, **kw))
+    return results
+
+
+@pytest.mark.parametrize("cuts", [[1], [11], [12], [5, 6, 7, 300], list(range(37, 600, 37)), [599]])
+def test_slices_scored_with_a_state_equal_one_file(work, tmp_path, cuts):
+    from vae_anomaly import score_file
+
+    frame = pd.read_csv(work / "test.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = score_file(work / "test.csv", work / "model.onnx", tmp_path / "whole.csv")
+    parts = _slices(frame, cuts, tmp_path, work / "model.onnx", tmp_path / "state.json")
+    for field in ("scores", "p_values", "is_anomaly"):
+        got = np.concatenate([getattr(r, field) for r in parts])
+        assert got.tobytes() == getattr(whole, field).tobytes(), field
+    # the written outputs too, but for the row numbers, which count each file's rows
+    written = pd.concat([pd.read_csv(tmp_path / f"out{i}.csv") for i in range(len(parts))], ignore_index=True)
+    pd.testing.assert_frame_equal(written.drop(columns="row"), pd.read_csv(tmp_path / "whole.csv").drop(columns="row"))
+    assert json.loads((tmp_path / "state.json").read_text())["rows_scored"] == len(frame)
+
+
+def test_without_a_state_the_padded_first_rows_get_no_p_value_and_no_flag(work, tmp_path):
+    frame = pd.read_csv(work / "test.csv")
+    frame.loc[3, "value"] += 30.0  # a spike inside the first W − 1 rows
+    frame.to_csv(tmp_path / "spiky.csv", index=False)
+    r = run(work, "score", str(tmp_path / "spiky.csv"), "-o", str(tmp_path / "o.jsonl"))
+    assert r.returncode == 0 and "first 11 rows have fewer than 11 steps before them" in r.stderr, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert all(x["p_value"] is None and x["is_anomaly"] == 0 for x in rows[:11])
+    assert all(x["p_value"] is not None for x in rows[11:]) and rows[3]["score"] is not None
+
+
+def test_a_continued_spike_is_flagged_where_a_fresh_run_would_not(work, tmp_path):
+    import shutil
+
+    frame = pd.read_csv(work / "test.csv")
+    frame.loc[203, "value"] += 30.0  # 3 rows into the second slice
+    parts = _slices(frame, [200], tmp_path, work / "model.onnx", tmp_path / "st.json")
+    assert parts[1].is_anomaly[3] and parts[1].p_values[3] < 0.01
+    shutil.copy(tmp_path / "slice1.csv", tmp_path / "fresh.csv")
+    r = run(work, "score", str(tmp_path / "fresh.csv"), "-o", str(tmp_path / "f.csv"))
+    fresh = pd.read_csv(tmp_path / "f.csv")
+    assert fresh["is_anomaly"][3] == 0 and np.isnan(fresh["p_value"][3]), r.stderr
+
+
+def test_a_state_refuses_an_overlap_another_model_or_a_damaged_file_and_waits_for_the_outputs(work, tmp_path):
+    import shutil
+
+    frame = pd.read_csv(work / "test.csv")
+    _slices(frame, [300], tmp_path, work / "model.onnx", tmp_path / "st.json")
+    before = (tmp_path / "st.json").read_bytes()
+    overlap = run(work, "score", str(tmp_path / "slice1.csv"), "--state", str(tmp_path / "st.json"), "-o", "x.csv")
+    assert overlap.returncode == 3 and "is not after the last timestamp already scored" in overlap.stderr
+    # another model (the same weights, another file: recalibrated) has another id
+    shutil.copy(work / "model.onnx", tmp_path / "other.onnx")
+    assert run(work, "calibrate", str(tmp_path / "other.onnx"), "test.csv").returncode == 0
+    frame.iloc[[599]].assign(timestamp="2026-03-01 00:00:00").to_csv(tmp_path / "later.csv", index=False)
+    other = run(work, "score", str(tmp_path / "later.csv"), "-m", str(tmp_path / "other.onnx"), "--state",
+                str(tmp_path / "st.json"), "-o", "x.csv")
+    assert other.returncode == 3 and "not of this model" in other.stderr
+    # an output that cannot be written leaves the state as it was
+    gone = run(work, "score", str(tmp_path / "later.csv"), "--state", str(tmp_path / "st.json"), "-o",
+               str(tmp_path / "missing" / "x.csv"))
+    assert gone.returncode == 5 and (tmp_path / "st.json").read_bytes() == before
+    (tmp_path / "bad.json").write_text('{"format": "vae-anomaly series state", "version": 1, "model_id": "'
+                                       + json.loads(before)["model_id"] + '", "series": {"tail": 3}}')
+    for bad, words in ((tmp_path / "bad.json", "is damaged"), (work / "test.csv", "is not a series state")):
+        r = run(work, "score", str(tmp_path / "later.csv"), "--state", str(bad), "-o", "x.csv")
+        assert r.returncode == 3 and words in r.stderr, r.stderr
+    fixed = run(work, "score", "test.csv", "-m", str(work / "model.onnx"), "--state", "s.json", "--threshold", "9")
+    assert fixed.returncode == 0  # a fixed threshold: the state carries the windows alone
+    assert json.loads((work / "s.json").read_text())["calibration"] is None
+    # the same state asked for another threshold rule is refused
+    r = run(work, "score", str(tmp_path / "later.csv"), "--state", str(tmp_path / "st.json"), "--alpha", "0.05")
+    assert r.returncode == 3 and "same --score and --alpha" in r.stderr
+
+
+# ---------------------------------------------------------------- incidents: flagged timestamps grouped into events
+
+
+@pytest.fixture(scope="module")
+def two_metrics(tmp_path_factory):
+    """A window model of two metrics (cpu and mem, 5-minute steps, W = 8) and a test series whose mem
+    jumps for 20 steps at row 300."""
+    pytest.importorskip("torch")
+    from vae_anomaly.training.config import TrainConfig
+    from vae_anomaly.training.fit import fit_file
+
+    folder = tmp_path_factory.mktemp("two")
+    for name, n, seed in (("train", 800, 0), ("test", 500, 1)):
+        f = _frame(n, seed).rename(columns={"value": "cpu"})
+        f["mem"] = np.cos(2 * np.pi * np.arange(n) / 48) + 0.05 * np.random.default_rng(seed + 7).standard_normal(n)
+        if name == "test":
+            f.loc[300:319, "mem"] += 4.0
+        f.to_csv(folder / f"{name}.csv", index=False)
+    fit_file(folder / "train.csv", folder / "model.onnx", window=8, id_columns="host",
+             config=TrainConfig(epochs=30, hidden=(32, 32), seed=0, prior_max_rows=0))
+    return folder
+
+
+def test_events_name_the_metric_to_blame_and_continue_across_runs(two_metrics, tmp_path):
+    from vae_anomaly import score_file
+
+    folder = two_metrics
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = score_file(folder / "test.csv", folder / "model.onnx", tmp_path / "o.csv",
+                         summary_json=tmp_path / "s.json", events=tmp_path / "e.jsonl")
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "s.json").read_text())["events"] == events
+    assert sum(e["rows"] for e in events) == int(res.is_anomaly.sum())
+    frame = pd.read_csv(folder / "test.csv")
+    big = max(events, key=lambda e: e["peak_score"])
+    assert pd.Timestamp(big["start"]) <= pd.Timestamp(frame["timestamp"][300] + "Z") <= pd.Timestamp(big["end"])
+    assert big["top_metrics"][0]["metric"] == "mem" and big["top_metrics"][0]["share"] > 0.5
+    assert all(abs(sum(m["share"] for m in e["top_metrics"]) - 1) < 1e-9 for e in events if len(e["top_metrics"]) == 2)
+    # cut inside the incident: the first run reports it ongoing, the next continues it from its start
+    flagged = np.flatnonzero(res.is_anomaly[300:330]) + 300
+    cut = int(flagged[len(flagged) // 2])
+    parts = []
+    for i, (a, b) in enumerate(((0, cut), (cut, len(frame)))):
+        frame.iloc[a:b].to_csv(tmp_path / f"slice{i}.csv", index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            score_file(tmp_path / f"slice{i}.csv", folder / "model.onnx", tmp_path / f"x{i}.csv",
+                       state=tmp_path / "st.json", events=tmp_path / f"e{i}.jsonl")
+        parts.append([json.loads(line) for line in (tmp_path / f"e{i}.jsonl").read_text().splitlines()])
+    ongoing, continued = parts[0][-1], next(e for e in parts[1] if e["continued"])
+    assert ongoing["ongoing"] and continued["start"] == ongoing["start"] == big["start"]
+    assert continued["end"] == big["end"] and continued["rows"] == big["rows"]
+    assert continued["peak_score"] == big["peak_score"]
+
+
+def test_events_need_a_series_model_and_a_known_format(work, tmp_path):
+    r = run(work, "score", "test.csv", "--events", str(tmp_path / "e.txt"))
+    assert r.returncode == 3 and "--events" in r.stderr and ".jsonl" in r.stderr

@@ -27,9 +27,11 @@ from .io import (
     output_format,
     read_matrix,
 )
+from .events import EventLog
 from .monitoring import batch_summary, top_features
 from .policy import ScoreResult, fdr_flags
 from .scorer import Scorer
+from .series_run import SeriesRun
 from .tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, iter_table
 
 #: rows read and scored at a time by :func:`score_file` (sets peak memory, not the results)
@@ -41,7 +43,8 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
                alpha: float | None = None, score: str | None = None, nan_policy: str = "raise",
                fdr: float | None = None, features: int = 0, summary_json: str | os.PathLike | None = None,
                chunk_rows: int = FILE_CHUNK_ROWS, condition: str | os.PathLike | None = None,
-               csv_format: CsvFormat = DEFAULT_CSV, time_order: str = "strict") -> ScoreResult:
+               csv_format: CsvFormat = DEFAULT_CSV, time_order: str = "strict",
+               state: str | os.PathLike | None = None, events: str | os.PathLike | None = None) -> ScoreResult:
     """Score every row of a file and write one output row per input row.
 
     Parameters
@@ -67,6 +70,15 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
     time_order : a window model's rows whose timestamp repeats or goes back: "strict" refuses them,
         "as-read" takes each as the step after the row before it (and warns with their count).
+    state : a window model's state file (:mod:`vae_anomaly.deploy.series_run`): read when it exists,
+        so that this file continues the series of the runs before it (its first W − 1 rows get full
+        windows, the online calibration goes on), and written after the outputs. Without it the
+        series starts here: its first W − 1 rows are scored on padded windows, with no p-value
+        (NaN) and never flagged.
+    events : a window model's flagged timestamps grouped into events
+        (:mod:`vae_anomaly.deploy.events`: start, end, rows, peak score and time, the metrics that
+        contribute most), written here (.csv or .jsonl, atomically); the summary JSON lists them too.
+        Under ``fdr`` no events are grouped (BH decides the flags only once the file is read).
 
     Returns
     -------
@@ -86,8 +98,18 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     # a missing, needless or malformed condition file fails before any output is written
     conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
     series.check_time_order(time_order, series_model=scorer.series is not None)
+    if state is not None and scorer.series is None:
+        raise InputValidationError("--state: the model was not fitted on a series (fit --window); its rows do not "
+                                   "continue each other.")
+    if events is not None and (scorer.series is None or Path(events).suffix.lower() not in (".csv", ".jsonl")):
+        raise InputValidationError(f"--events: {events}; expected a .csv or .jsonl file, for a model fitted on a "
+                                   "series (fit --window).")
+    grouped = scorer.series is not None and fdr is None and (events is not None or summary_json is not None)
+    run = None if scorer.series is None else SeriesRun(scorer, name=str(new_file), time_order=time_order,
+                                                          state=state, score=score, threshold=threshold, alpha=alpha,
+                                                          events=grouped)
     fmt = output_format(output)
-    for path in (output, summary_json):
+    for path in (output, summary_json, events):
         if path is not None:
             check_output_folder(path)
     name, flag = str(new_file), nan_policy == "flag"
@@ -96,11 +118,13 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     with contextlib.ExitStack() as stack:
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = None
-        for raw, ids in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag, time_order):
+        for raw, ids, warmup in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag, run):
             x = scorer.check_rows(raw, name=name, allow_nonfinite=flag or scorer.masked, first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=name,
-                                 nan_policy=nan_policy, feature_terms=features > 0,
+                                 nan_policy=nan_policy, feature_terms=features > 0 or grouped,
                                  condition=None if conds is None else conds[done : done + x.shape[0]])
+            if run is not None:
+                res = run.decide(res, warmup)
             top = top_features(res.feature_terms, features) if features > 0 else None
             ok = np.isfinite(x).all(axis=1)
             feature_sum += x[ok].sum(axis=0, dtype=np.float64)
@@ -118,9 +142,9 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
         scores = np.concatenate([r.scores for r, _, _ in parts]) if parts else np.empty(0, np.float32)
         p_values = np.concatenate([r.p_values for r, _, _ in parts]) if parts else np.empty(0)
         flags = np.concatenate([r.is_anomaly for r, _, _ in parts]) if parts else np.empty(0, bool)
-        t = parts[0][0].threshold if parts else float("nan")
+        t = parts[-1][0].threshold if parts else float("nan")  # a series' online threshold: the last
         if fdr is not None:  # BH needs every p-value of the file before any flag
-            flags, t = fdr_flags(p_values, p_values == 0, fdr), float("nan")
+            flags, t = fdr_flags(p_values, p_values == 0, fdr), float("nan")  # warm-up rows (NaN) left out
             start = 0
             for res, top, ids in parts:
                 n = res.scores.shape[0]
@@ -136,46 +160,62 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     if n_bad:
         warnings.warn(f"{new_file}: {n_bad} rows hold missing, NaN or infinite values or gave a non-finite score; "
                       "reported as anomalous (score inf, p_value 0, is_anomaly 1).")
+    if run is not None and run.warmup_rows and run.state_path is None:
+        warnings.warn(f"{new_file}: its first {run.warmup_rows} rows have fewer than {scorer.series['window'] - 1} "
+                      "steps before them: scored on padded windows, with no p-value, and never flagged. To score a "
+                      "series slice by slice, pass --state FILE: each run then continues the one before.")
+    found = run.events.events() if grouped else None
     if summary_json is not None:
+        summary = batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer)
+        if run is not None:
+            summary.update(warmup_rows=run.warmup_rows, events=found)
         with atomic_write(summary_json, "w") as f:
-            json.dump(batch_summary(result, feature_sum / finite_rows if finite_rows else None, scorer), f, indent=1)
+            json.dump(summary, f, indent=1)
+    if events is not None:
+        with atomic_write(events, "w") as f:
+            EventLog.write(f, found or [], Path(events).suffix.lower()[1:])
+    if run is not None:
+        run.save()  # after the outputs: the state never records rows whose output was not written
     return result
 
 
 def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool,
-                 time_order: str = "strict"):
-    """(rows, ID columns or None) chunks of a file: a table model's tables are read by column name
-    and encoded (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
-    if scorer.series is not None:
-        yield from _read_series(path, scorer.series, chunk_rows, csv_format, time_order)
+                 run: SeriesRun | None = None):
+    """(rows, ID columns or None, warm-up mask or None) chunks of a file: a window model's series
+    through ``run``; a table model's tables are read by column name and encoded
+    (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
+    if run is not None:
+        yield from _read_series(path, run, chunk_rows, csv_format)
         return
     spec = scorer.table
     if spec is None or Path(path).suffix.lower() not in TABLE_SUFFIXES:
         for raw in iter_matrix_chunks(path, chunk_rows, csv_format):
-            yield raw, None
+            yield raw, None, None
         return
     done = 0
     for table in iter_table(path, chunk_rows, csv_format, column_types=schema.read_types(spec),
                             columns=schema.needed_columns(spec)):
         yield (scorer.encode_table(table, name=str(path), first_row=done, allow_missing=allow_missing),
-               schema.id_values(table, spec, name=str(path)))
+               schema.id_values(table, spec, name=str(path)), None)
         done += table.num_rows
 
 
-def _read_series(path, spec: dict, chunk_rows: int, csv_format: CsvFormat, time_order: str):
-    """(window rows, ID columns) chunks of a series file for a window model: each input row's window
-    of the W steps ending at its timestamp (:class:`vae_anomaly.deploy.series.Windower`, which
-    carries the last W − 1 steps across chunks), and its time and ID columns as read."""
+def _read_series(path, run: SeriesRun, chunk_rows: int, csv_format: CsvFormat):
+    """(window rows, ID columns, warm-up mask) chunks of a series file for a window model: each input
+    row's window of the W steps ending at its timestamp (:meth:`SeriesRun.windows
+    <vae_anomaly.deploy.series_run.SeriesRun.windows>`, which carries the last W − 1 steps across
+    chunks and runs), and its time and ID columns as read."""
+    spec = run.spec
     if Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise InputValidationError(f"{path}: a window model scores a series table (.csv or .parquet) with its "
                                    f"time column {spec['time_column']!r}.")
-    windower = series.Windower.for_model(spec, name=str(path), time_order=time_order)
     done = 0
-    columns = series.needed_columns(spec)
-    for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec), columns=columns):
-        t, values = series.table_values(table, spec, name=str(path), first_row=done)
-        yield windower.add(t, values), table.select(spec["id_columns"])
+    for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec),
+                            columns=series.needed_columns(spec)):
+        windows, warmup = run.windows(table, first_row=done)
+        yield windows, table.select(spec["id_columns"]), warmup
         done += table.num_rows
+    windower = run.windower
     if windower.inserted:
         warnings.warn(f"{path}: {windower.inserted} missing time steps (gaps) were inserted as missing values "
                       "and left out of the windows' likelihood.")

@@ -422,7 +422,7 @@ class ScoreWriter:
             id_rows = [dict(zip(ids.column_names, v)) for v in zip(*_text_columns(ids))] if ids is not None \
                 else [{}] * n
             self.f.write("".join(
-                json.dumps({**d, "row": first + i, "score": s if np.isfinite(s) else None, "p_value": p,
+                json.dumps({**d, "row": first + i, "score": s if np.isfinite(s) else None, "p_value": p if p == p else None,
                             "is_anomaly": int(a), **({"top_features": t} if t is not None else {})}) + "\n"
                 for i, (d, s, p, a, t) in enumerate(zip(id_rows, scores.tolist(), p_values.tolist(),
                                                         is_anomaly.tolist(), tops))

@@ -118,12 +118,13 @@ def decide(scores: np.ndarray, nonfinite: np.ndarray, calibration_sorted: np.nda
 
 def fdr_flags(p_values: np.ndarray, nonfinite: np.ndarray, fdr: float) -> np.ndarray:
     """Benjamini–Hochberg flags at false discovery rate ``fdr`` over the rows that were scored,
-    plus every ``nonfinite`` row (bool (n,)).
+    plus every ``nonfinite`` row (bool (n,)); a NaN p-value (a series' warm-up row) is not tested.
 
     A row flagged for a NaN/inf/missing value has no score and is not one of BH's hypotheses: were
     its p-value of 0 counted, each such row would raise every other row's BH cut-off by fdr/n and
     flag normal rows that BH would not (Benjamini & Hochberg 1995, step-up procedure over m scored rows).
     """
     flags = nonfinite.copy()
-    flags[~nonfinite] = benjamini_hochberg(p_values[~nonfinite], fdr)
+    tested = ~nonfinite & ~np.isnan(p_values)  # a series' warm-up rows have no p-value and are not tested
+    flags[tested] = benjamini_hochberg(p_values[tested], fdr)
     return flags

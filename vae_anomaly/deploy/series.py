@@ -317,7 +317,10 @@ class Windower:
     (``inserted`` still counts every missing step).
 
     The state (the last W − 1 steps, the last timestamp) carries over from one :meth:`add` to the
-    next, so the windows do not depend on how the series is chunked.
+    next, so the windows do not depend on how the series is chunked; :meth:`state` and
+    :meth:`restore` carry it from one run to the next (``score --state``,
+    :mod:`vae_anomaly.deploy.series_state`). After each :meth:`add`, ``warmup`` marks the rows with
+    fewer than W − 1 steps of the series before them (scored on a window padded at the front).
     """
 
     def __init__(self, window: int, step: int, *, name: str = "X", time_column: str = "timestamp",
@@ -327,6 +330,7 @@ class Windower:
         self.time_order, self.model_step = time_order, model_step
         self.out_of_order = 0
         self.positions = np.empty(0, np.int64)  # the step index of each row of the last chunk
+        self.warmup = np.empty(0, bool)  # rows of the last chunk with fewer than W − 1 steps before them
         self.last_t: int | None = None
         self.last_pos = -1
         self.tail: np.ndarray | None = None  # (W − 1, d): the steps before the next chunk
@@ -374,6 +378,7 @@ class Windower:
         if self.tail is None:
             self.tail = np.full((w - 1, d), np.nan)
         if n == 0:
+            self.positions, self.warmup = np.empty(0, np.int64), np.empty(0, bool)
             return np.empty((0, w * d))
         diffs = differences(t, self.name, self.last_t, self.rows)
         if self.model_step and self.last_t is None and n > 1:
@@ -384,7 +389,7 @@ class Windower:
         if self.last_t is None:
             steps = np.concatenate([[1.0], steps])              # the series' first row is its first step
         pos = self.last_pos + np.cumsum(steps.astype(np.int64))
-        self.positions = pos
+        self.positions, self.warmup = pos, pos < w - 1
         span = int(pos[-1] - self.last_pos)                   # steps from the last known one to this chunk's end
         full = np.full((w - 1 + span, d), np.nan)
         full[: w - 1] = self.tail
@@ -394,6 +399,31 @@ class Windower:
         self.tail = full[len(full) - (w - 1):] if w > 1 else full[:0]
         self.last_pos, self.last_t, self.rows = int(pos[-1]), int(t[-1]), self.rows + n
         return out
+
+
+    def state(self) -> dict:
+        """What the next run needs to continue the series (plain JSON values): the last timestamp
+        (int ns, None before any row), how many steps are known (at most W − 1 counted) and the last
+        W − 1 steps (lists of floats, None for a missing value)."""
+        w = self.window
+        tail = [] if self.tail is None else [[None if np.isnan(v) else float(v) for v in step] for step in self.tail]
+        return {"last_t": self.last_t, "steps_known": min(self.last_pos + 1, w - 1), "tail": tail}
+
+    def restore(self, state: dict, n_metrics: int) -> None:
+        """Continue from :meth:`state` of an earlier run (rows, gaps and out-of-order counts start at 0).
+
+        Raises
+        ------
+        ValueError : a state that does not fit W − 1 steps of ``n_metrics`` metrics.
+        """
+        w = self.window
+        tail = np.array([[np.nan if v is None else float(v) for v in step] for step in state["tail"]],
+                        dtype=np.float64).reshape(-1, n_metrics) if state["tail"] else np.full((w - 1, n_metrics), np.nan)
+        known = int(state["steps_known"])
+        if tail.shape != (w - 1, n_metrics) or not 0 <= known <= w - 1 or (state["last_t"] is None) != (known == 0):
+            raise ValueError(f"expected the last {w - 1} steps of {n_metrics} metrics")
+        self.tail, self.last_pos = tail, known - 1
+        self.last_t = None if state["last_t"] is None else int(state["last_t"])
 
 
 def table_windows(table, spec: dict, *, name: str = "X", labels: np.ndarray | None = None,

@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import Request
 
 from ..deploy import schema, series, tables
+from ..deploy.series_run import SeriesRun
 from ..deploy.io import parse_matrix_bytes
 from ..deploy.scorer import Scorer
 from ..errors import InputValidationError
@@ -264,10 +265,11 @@ def top_k(value) -> int:
     raise HTTPError(400, "malformed", f"features: got {str(value)[:40]!r}; expected an integer >= 0.")
 
 
-def _series_windows(scorer: Scorer, form: str, payload, time_order: str) -> tuple[np.ndarray, dict | None]:
+def _series_windows(run: SeriesRun, scorer: Scorer, form: str, payload) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """A window model's body (a CSV table, or records, of its time column, metrics and ID columns)
-    as window rows, one per body row (:class:`~vae_anomaly.deploy.series.Windower`: the body is a
-    series of its own, so its first W − 1 rows have padded windows), and its ID columns as sent.
+    as window rows, one per body row, through ``run`` (:class:`~vae_anomaly.deploy.series_run.SeriesRun`:
+    the body is a series of its own, so its first W − 1 rows have padded windows, marked in the
+    warm-up mask), and its ID columns as sent.
 
     Raises
     ------
@@ -286,9 +288,8 @@ def _series_windows(scorer: Scorer, form: str, payload, time_order: str) -> tupl
         if any(time in r for r in payload):
             table = table.append_column(time, pa.array([_text(r.get(time), {}) for r in payload], pa.string()))
         ids = _ids(None, payload, spec)
-    t, values = series.table_values(table, spec, name=name)
-    windower = series.Windower.for_model(spec, name=name, time_order=time_order)
-    return windower.add(t, values), ids
+    windows, warmup = run.windows(table)
+    return windows, warmup, ids
 
 
 def score_body(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = "strict", **predict):
@@ -313,8 +314,11 @@ def score_body(scorer: Scorer, form: str, payload, max_rows: int, time_order: st
         if form == "csv" and scorer.series is None:
             ids = _ids(X, None, spec)
         if scorer.series is not None and form != "rows":
-            X, ids = _series_windows(scorer, form, X if form == "csv" else payload, time_order)
-            return scorer.predict(X, name="request body" if form == "csv" else "request records", **predict), ids
+            name = "request body" if form == "csv" else "request records"
+            run = SeriesRun(scorer, name=name, time_order=time_order, score=predict.get("score"),
+                            threshold=predict.get("threshold", "auto"), alpha=predict.get("alpha"))
+            X, warmup, ids = _series_windows(run, scorer, form, X if form == "csv" else payload)
+            return run.decide(scorer.predict(X, name=name, **predict), warmup), ids
         if form == "records":
             name = "request records"
             X = _records_table(payload, spec, name) if payload or spec else np.empty((0, scorer.n_features))

@@ -279,7 +279,7 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         rows_scored.inc(len(result.scores))
         flagged.inc(int(result.is_anomaly.sum()))
         answer_body = {
-            "scores": json_numbers(result.scores.tolist()), "p_values": result.p_values.tolist(),
+            "scores": json_numbers(result.scores.tolist()), "p_values": json_numbers(result.p_values.tolist()),
             "is_anomaly": result.is_anomaly.tolist(), "model_id": scorer.model_id, "score": result.score_name,
             "threshold": result.threshold if np.isfinite(result.threshold) else None, "alpha": result.alpha,
         }
