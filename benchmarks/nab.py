@@ -4,6 +4,7 @@
     python benchmarks/nab.py --window 16,32,64,128 --scores neg-elbo,recon-prob --write   # the W sweep
     python benchmarks/nab.py --methods vae-windows --window 64 --options default,small --write results/nab_options.json
     python benchmarks/nab.py --series 'realKnownCause/*' --png /tmp/nab_png   # a subset, one PNG per series
+    python benchmarks/nab.py --methods vae-anomaly,knn --slices --write results/nab_slices.json   # a day a slice (issue 32)
 
 Data: ``../shared/datasets/nab/`` (NAB subset, see its README.md): each ``category/name.csv`` is
 ``timestamp,value``; ``combined_windows.json`` gives the anomaly windows per file;
@@ -28,8 +29,12 @@ Methods (higher score = more anomalous for all):
 * ``vae-anomaly`` -- the product's sliding-window feature: ``vae-anomaly fit train.csv --window W``
   (train.csv = the training part as ``timestamp,value``) then ``vae-anomaly score series.csv -m m.onnx
   -o out.csv``, both with ``--time-order as-read`` (4 series repeat an hour at a DST change or step
-  back; their rows are taken in file order); rows with an empty score (the first W-1) get the lowest score. Reported
-  "not available" while ``vae-anomaly fit --help`` has no ``--window``.
+  back; their rows are taken in file order); rows with an empty score get the lowest score. Reported
+  "not available" while ``vae-anomaly fit --help`` has no ``--window``. With ``--slices`` the series is
+  also scored one calendar day a slice, each slice continuing the one before through ``score --state``
+  (:func:`score_slices`, in this process); the run records whether the sliced scores equal the one
+  file's byte for byte (``slices_equal_scores``, and the flags: ``slices_equal_flags``) and reports
+  the sliced flags.
 * ``vae-windows`` -- the same idea with today's product: the window matrix is built here and saved as
   .npy, ``vae-anomaly fit train.npy -o m.onnx --seed S --val-fraction F`` then ``vae-anomaly score
   all.npy -m m.onnx -o s.csv --score SCORE`` (once per ``--scores`` entry, one fit). F = 0.2 (the
@@ -245,7 +250,31 @@ def contaminate(train: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFr
     return train.assign(value=v), labels
 
 
-def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, labelled: bool = False) -> dict:
+def score_slices(ser: dict, model: Path, tmp: Path, tag: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The series scored one calendar day a slice, as a monitoring job would: one CSV a day, each run
+    continuing the one before through ``score --state`` (the library call behind the CLI, in this
+    process: a thousand CLI start-ups would dominate the run). Returns (scores, flags, slices)."""
+    import warnings
+
+    from vae_anomaly import score_file
+
+    df = pd.read_csv(DATA / ser["key"])
+    day = pd.to_datetime(df["timestamp"]).dt.floor("D").to_numpy()
+    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+    state, scores, flags = tmp / f"{tag}_state.json", [], []
+    for a, b in zip(starts, np.r_[starts[1:], len(df)]):
+        df.iloc[a:b].to_csv(tmp / f"{tag}_slice.csv", index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = score_file(tmp / f"{tag}_slice.csv", model, tmp / f"{tag}_slice_out.csv", state=state,
+                             time_order="as-read")
+        scores.append(res.scores)
+        flags.append(res.is_anomaly)
+    return np.concatenate(scores), np.concatenate(flags), len(starts)
+
+
+def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, labelled: bool = False,
+                slices: bool = False) -> dict:
     """The product's --window path on the raw timestamp,value CSV; with ``share`` > 0 the training part
     is contaminated (:func:`contaminate`) and, with ``labelled``, the spikes are given to fit --labels."""
     tag = f"{re.sub(r'[^A-Za-z0-9]+', '_', ser['key'])}_prod_W{w}_s{seed}_c{share}_{int(labelled)}"
@@ -271,11 +300,17 @@ def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, lab
     if len(res) != ser["n"]:
         raise RuntimeError(f"score wrote {len(res)} rows for {ser['n']} timestamps")
     s = res["score"].to_numpy(dtype=float)
-    empty = int(np.isnan(s).sum())
-    low = np.nanmin(s) if empty < len(s) else 0.0
-    return {"score": np.where(np.isnan(s), low, s), "flags": res["is_anomaly"].fillna(0).to_numpy().astype(bool),
-            "info": {"fit_s": t_fit, "score_s": t_sc, "empty_scores": empty,
-                     "timestamp_carried": "timestamp" in res.columns}}
+    flags = res["is_anomaly"].fillna(0).to_numpy().astype(bool)
+    info = {"fit_s": t_fit, "score_s": t_sc, "empty_scores": int(np.isnan(s).sum()),
+            "timestamp_carried": "timestamp" in res.columns}
+    if slices:  # the same series a day at a time: the scores must equal the one file's, byte for byte
+        sliced, sliced_flags, n = score_slices(ser, model, tmp, tag)
+        one_file = res["score"].to_numpy(np.float32)
+        info.update(slices=n, slices_equal_scores=bool(sliced.tobytes() == one_file.tobytes()),
+                    slices_equal_flags=bool(np.array_equal(sliced_flags, flags)))
+        flags = sliced_flags
+    low = np.nanmin(s) if info["empty_scores"] < len(s) else 0.0
+    return {"score": np.where(np.isnan(s), low, s), "flags": flags, "info": info}
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -415,6 +450,9 @@ def main() -> None:
     ap.add_argument("--contaminate", type=float, default=0.0,
                     help="vae-anomaly only: replace this share of the training points by ±6 std spikes, fitted "
                          "without and with --labels (default 0: clean)")
+    ap.add_argument("--slices", action="store_true",
+                    help="vae-anomaly: also score each series one day a slice through score --state, check the "
+                         "scores equal the one file's, and report the sliced flags")
     ap.add_argument("--png", type=Path, help="write one PNG per series (first seed) into this folder")
     ap.add_argument("--write", nargs="?", const=str(RESULT), default=None,
                     help=f"write the JSON results (default path {RESULT.relative_to(ROOT)})")
@@ -486,7 +524,7 @@ def main() -> None:
                                                                          (args.contaminate, True)]
                 jobs = [(k, w, seed, v) for k in keys for w in windows_arg for seed in seeds for v in variants]
                 with ThreadPoolExecutor(args.jobs) as pool:
-                    futs = {pool.submit(fit_product, series[k], w, seed, tmp, *v): (k, w, seed, v)
+                    futs = {pool.submit(fit_product, series[k], w, seed, tmp, *v, slices=args.slices): (k, w, seed, v)
                             for k, w, seed, v in jobs}
                     for fut, (k, w, seed, (share, labelled)) in futs.items():
                         name = f"vae-anomaly W={w}" + (f" contaminated {share:g}" + (" labelled" if labelled else "")

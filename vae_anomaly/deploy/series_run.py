@@ -82,7 +82,8 @@ class SeriesRun:
     saved : instead of a file, a state as :meth:`state` gives it, or a part of one (its ``series``
         or its ``calibration``), to continue from (Dask passes it from one partition to the next).
     score, threshold, alpha : as in :meth:`~vae_anomaly.deploy.scorer.Scorer.predict`; the online
-        calibration runs under ``threshold="auto"`` only (a fixed score threshold stays fixed).
+        calibration runs under ``threshold="auto"`` with a conformal threshold only (a fixed score
+        threshold, or one ``calibrate --target`` chose on labels, stays fixed).
     events : group the flagged rows into events (:class:`~vae_anomaly.deploy.events.EventLog`;
         :meth:`decide` then needs the results' per-feature terms to name the metrics).
 
@@ -115,8 +116,9 @@ class SeriesRun:
                                            "name a new file) to start afresh.") from None
             self.last_before = self.windower.last_t
         self.online, self.score = None, scorer.resolve_score(score)
-        if threshold == "auto":
-            t0 = scorer.threshold(score=self.score, alpha=alpha)
+        rule = scorer.metadata.get("auto_threshold")
+        if threshold == "auto" and not (alpha is None and rule and rule["score"] == self.score):
+            t0, alpha = scorer.threshold(score=self.score, alpha=alpha), scorer.alpha if alpha is None else alpha
             carried = saved.get("calibration")
             if carried is not None and (carried.get("score") != self.score or carried.get("threshold") != t0):
                 raise InputValidationError(
@@ -124,7 +126,7 @@ class SeriesRun:
                     f"{carried.get('threshold')}; this run asks for the {self.score} score's {t0:.6g}. Score with the "
                     "same --score and --alpha as the runs before, or name a new state file.")
             try:
-                self.online = OnlineCalibration(scorer.calibration[self.score], t0, carried)
+                self.online = OnlineCalibration(scorer.calibration[self.score], t0, alpha, carried)
             except (KeyError, TypeError, ValueError) as e:
                 raise InputValidationError(f"--state: {self.state_path} is damaged ({str(e)[:80]}); delete it (or "
                                            "name a new file) to start afresh.") from None
@@ -174,7 +176,7 @@ class SeriesRun:
         bad = p == 0  # a p-value is at least 1/(n+1) except on those rows
         scored = ~bad & ~warmup
         if self.online is not None:
-            p[scored], flags[scored], _ = self.online.decide(result.scores[scored])
+            p[scored], flags[scored] = self.online.decide(result.scores[scored])
             threshold = self.online.threshold
         p[warmup & ~bad], flags[warmup & ~bad] = np.nan, False
         self.warmup_rows += int((warmup & ~bad).sum())
