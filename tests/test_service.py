@@ -408,6 +408,7 @@ def series_server(tmp_path_factory):
 
 
 def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(series_server, tmp_path):
+    from vae_anomaly import Scorer
     from vae_anomaly.deploy.batch import score_file
 
     base, model, new = series_server
@@ -418,6 +419,10 @@ def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(serie
     assert status == 200, out
     np.testing.assert_array_equal(np.float32(out["scores"]), local.scores)
     assert out["is_anomaly"] == local.is_anomaly.tolist()
+    # the warm-up rows (no W − 1 steps before them) have no p-value: null, as in the CLI's JSONL
+    assert [p is None for p in out["p_values"]] == np.isnan(local.p_values).tolist()
+    assert np.isnan(local.p_values).sum() == Scorer(model).series["window"] - 1
+    np.testing.assert_array_equal([p for p in out["p_values"] if p is not None], local.p_values[~np.isnan(local.p_values)])
     assert out["ids"] == {"timestamp": new["timestamp"].tolist(), "host": new["host"].tolist()}
     assert all(len(t) == 1 and t[0].startswith("value@t-") for t in out["top_features"])
     status, from_csv = request(base, "/score", new.to_csv(index=False).encode(), "text/csv")
