@@ -45,7 +45,7 @@ def fits(request, tmp_path_factory):
     np.save(d / "normal.npy", X[tr])
     np.save(d / "test.npy", X[te])
     np.save(d / "labels.npy", y[te])
-    procs = {"model.onnx": start("fit", "normal.npy", "--epochs", "40", "--quiet", cwd=d)}
+    procs = {"model.onnx": start("fit", "normal.npy", "--epochs", "12", "--quiet", cwd=d)}
     if any("small" in item.fixturenames for item in request.session.items if item.module is request.module):
         procs["small.onnx"] = start("fit", "normal.npy", "--hidden", "32,16", "--prior-max-rows", "4096", "--epochs", "2",
                                     "--quiet", "-o", "small.onnx", cwd=d)

@@ -234,14 +234,16 @@ def test_cuda_training_exports_a_model_that_scores_on_the_cpu(cardio, tmp_path):
 @pytest.mark.parametrize("options", [pytest.param({"precision": "bf16"}, id="bf16"),
                                      pytest.param({"compile": True}, id="compile", marks=pytest.mark.slow)])
 def test_bf16_autocast_and_torch_compile_train_models_that_export_and_rank(options, cardio, tmp_path):
-    """The GPU speed options also run on the CPU; the exported graph stays float32 and detects."""
+    """The GPU speed options also run on the CPU; the exported graph stays float32 and detects (4 epochs:
+    about 0.96 ROC-AUC; the last batch of each epoch is a partial one, so the compiled step meets a
+    second shape)."""
     from sklearn.metrics import roc_auc_score
 
     from vae_anomaly.training.export import export_model
     from vae_anomaly.training.train import TrainConfig, train
 
     X, X_test, y_test = cardio
-    result = train(X, config=TrainConfig(epochs=8, seed=0, device="cpu", **options))
+    result = train(X, config=TrainConfig(epochs=4, seed=0, device="cpu", **options))
     assert result.summary["precision"] == ("bf16" if "precision" in options else "fp32")
     export_model(result, tmp_path / "m.onnx")
     assert roc_auc_score(y_test, Scorer(tmp_path / "m.onnx").score_samples(X_test)) > 0.8

@@ -178,10 +178,70 @@ def workdir(tmp_path, model_path, cardio):
     return _fill(tmp_path, model_path, cardio)
 
 
+#: runs CLI commands one after another in this one process, each through the console entry point
+#: ``main()`` in its own folder, with its stdout and stderr (file descriptors 1 and 2, so that output of
+#: C libraries counts too) in files of its own and a fresh warnings state (a warning shown by one
+#: command is shown again by the next, as in a fresh process); an exception that escapes main() prints
+#: its traceback and exits 1, as the interpreter would. argv: a JSON file of [folder, args, stdout
+#: file, stderr file] jobs, and the file to write the exit codes to.
+DRIVER = """\
+import json, os, sys, traceback, warnings
+from vae_anomaly.cli.main import main
+
+jobs_file, codes_file = sys.argv[1:3]
+codes = []
+for folder, args, out, err in json.load(open(jobs_file)):
+    os.chdir(folder)
+    sys.argv = ["vae-anomaly", *args]
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out, "wb") as o, open(err, "wb") as e:
+        os.dup2(o.fileno(), 1); os.dup2(e.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                try:
+                    main()
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+                    if not isinstance(exc.code, (int, type(None))):
+                        print(exc.code, file=sys.stderr)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            os.close(saved[0]); os.close(saved[1])
+    codes.append(code)
+json.dump(codes, open(codes_file, "w"))
+"""
+
+
+def run_in_one_process(jobs, scratch):
+    """``jobs`` ([(folder, args)]) run by DRIVER in one Python process: [CompletedProcess-like results]
+    with returncode, stdout and stderr. One process for many commands pays Python's, torch's and
+    onnxruntime's start-up once instead of once a command."""
+    import types
+
+    files = [(str(folder), list(args), str(scratch / f"{i}.out"), str(scratch / f"{i}.err"))
+             for i, (folder, args) in enumerate(jobs)]
+    (scratch / "jobs.json").write_text(json.dumps(files))
+    r = subprocess.run([sys.executable, "-c", DRIVER, str(scratch / "jobs.json"), str(scratch / "codes.json")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    codes = json.loads((scratch / "codes.json").read_text())
+    return [types.SimpleNamespace(returncode=code, stdout=open(out).read(), stderr=open(err).read())
+            for code, (_, _, out, err) in zip(codes, files)]
+
+
 @pytest.fixture(scope="module")
 def fault_runs(request, tmp_path_factory, model_path, cardio):
-    """Each selected CASES entry set up in a folder of its own and run through the CLI, two at a time (the
-    runs are independent and each keeps one core busy): id -> (folder, files before, result, files after)."""
+    """Each selected CASES entry set up in a folder of its own and run through the CLI's entry point:
+    id -> (folder, files before, result, files after). The runs share two processes (DRIVER), the fit
+    commands one (it imports torch) and the others the second, at the same time (each keeps one core
+    busy); a command's own process is what test_zero_rows_score_to_an_empty_table and the tests below
+    it check, and test_cli.py's."""
     ids = {item.callspec.id for item in request.session.items
            if item.module is request.module and item.originalname == "test_bad_input_or_fault"}
     prepared = {}
@@ -191,14 +251,17 @@ def fault_runs(request, tmp_path_factory, model_path, cardio):
             if setup:
                 setup(d)
             prepared[name] = (d, args, _snapshot(d))
+    groups = [[n for n in prepared if prepared[n][1][0] == "fit"],
+              [n for n in prepared if prepared[n][1][0] != "fit"]]
 
-    def run(name):
-        d, args, before = prepared[name]
-        r = subprocess.run(CLI + args, cwd=d, capture_output=True, text=True, timeout=300)
-        return d, before, r, _snapshot(d)
+    def run(names):
+        if not names:
+            return []
+        return run_in_one_process([prepared[n][:2] for n in names], tmp_path_factory.mktemp("driver"))
 
     with ThreadPoolExecutor(2) as pool:
-        return dict(zip(prepared, pool.map(run, prepared)))
+        results = dict(zip([n for g in groups for n in g], [r for rs in pool.map(run, groups) for r in rs]))
+    return {name: (d, before, results[name], _snapshot(d)) for name, (d, _, before) in prepared.items()}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -242,30 +305,65 @@ def _fit_in_background(workdir, *extra):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _wait_for(path, proc, seconds=120):
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "training never wrote a checkpoint"
-        time.sleep(0.1)
+KILLS = [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 143), (signal.SIGINT, 130)]
+
+
+@pytest.fixture(scope="module")
+def killed_fits(request, tmp_path_factory, model_path, cardio):
+    """The selected cases of the test below, at the same time (most of a fit's start is importing torch,
+    one core each): in a folder of its own, a fit that would overwrite model.onnx is sent the signal once
+    it has written its first checkpoint. sig -> (folder, model.onnx before, the fit's exit code and
+    stderr or why it was not signalled, ``score ok.npy``'s output after); "ref": ``score ok.npy``'s
+    output in a folder no fit touched (every folder holds the same model.onnx). The scores run in one
+    process (DRIVER)."""
+    sigs = [item.callspec.params["sig"] for item in request.session.items
+            if item.module is request.module
+            and item.originalname == "test_killed_fit_leaves_the_previous_model_scoring_identically"]
+    folders = {sig: _fill(tmp_path_factory.mktemp("killed"), model_path, cardio) for sig in sigs}
+    before = {sig: (d / "model.onnx").read_bytes() for sig, d in folders.items()}
+    procs = {sig: _fit_in_background(d) for sig, d in folders.items()}
+    ended = {}
+    try:
+        deadline = time.monotonic() + 120
+        while len(ended) < len(procs):
+            for sig, proc in procs.items():
+                if sig in ended:
+                    continue
+                if (folders[sig] / "ck.pt").exists():
+                    proc.send_signal(sig)
+                    _, err = proc.communicate(timeout=60)
+                    ended[sig] = (proc.returncode, err)
+                elif proc.poll() is not None:
+                    ended[sig] = f"the fit ended before writing a checkpoint: {proc.stderr.read()}"
+                elif time.monotonic() > deadline:
+                    ended[sig] = "training never wrote a checkpoint"
+            time.sleep(0.1)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    ref_dir = _fill(tmp_path_factory.mktemp("ref"), model_path, cardio)
+    scores = run_in_one_process([(d, ["score", "ok.npy"]) for d in [ref_dir, *folders.values()]],
+                                tmp_path_factory.mktemp("driver"))
+    ref, *after = (r.stdout for r in scores)
+    return {"ref": ref, **{sig: (folders[sig], before[sig], ended[sig], out) for sig, out in zip(sigs, after)}}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_killed_fit_leaves_the_previous_model_scoring_identically(workdir, sig, code):
-    before = (workdir / "model.onnx").read_bytes()
-    ref = subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout
-    proc = _fit_in_background(workdir)
-    _wait_for(workdir / "ck.pt", proc)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
+@pytest.mark.parametrize("sig, code", KILLS)
+def test_killed_fit_leaves_the_previous_model_scoring_identically(killed_fits, sig, code):
+    workdir, before, ended, after = killed_fits[sig]
+    assert isinstance(ended, tuple), ended
+    returncode, err = ended
+    assert returncode == code, err
     if sig != signal.SIGKILL:
         errors = [ln for ln in err.strip().splitlines() if not ln.startswith("warning: ")]
         assert len(errors) == 1 and "Traceback" not in err
         assert not [p for p in os.listdir(workdir) if p.endswith(".tmp")]
     assert (workdir / "model.onnx").read_bytes() == before
-    assert subprocess.run(CLI + ["score", "ok.npy"], cwd=workdir, capture_output=True, text=True).stdout == ref
+    assert killed_fits["ref"] and after == killed_fits["ref"]
 
 
 def test_interrupt_during_a_checkpoint_write_is_raised_after_it(tmp_path, monkeypatch):
@@ -334,5 +432,7 @@ def test_resume_through_the_cli(workdir):
     second = subprocess.run(CLI + ["fit", "normal.npy", "-o", "m.onnx", "--epochs", "7", "--quiet", "--resume", "ck.pt"],
                             cwd=workdir, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
-    info = json.loads(subprocess.run(CLI + ["info", "m.onnx"], cwd=workdir, capture_output=True, text=True).stdout)
-    assert info["training"]["resumed_from_epoch"] == 4 and info["training"]["epochs_run"] == 7
+    from vae_anomaly import Scorer
+
+    training = Scorer(workdir / "m.onnx").metadata["training"]  # what `vae-anomaly info m.onnx` prints
+    assert training["resumed_from_epoch"] == 4 and training["epochs_run"] == 7

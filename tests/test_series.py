@@ -381,7 +381,7 @@ def _slices(frame: pd.DataFrame, cuts, folder, model, state, **kw):
     return results
 
 
-@pytest.mark.parametrize("cuts", [[1], [11], [12], [5, 6, 7, 300], list(range(37, 600, 37)), [599]])
+@pytest.mark.parametrize("cuts", [[1, 599], [11, 12], [5, 6, 7, 300], list(range(37, 600, 37))])
 def test_slices_scored_with_a_state_equal_one_file(work, tmp_path, cuts):
     from vae_anomaly import score_file
 
@@ -429,30 +429,32 @@ def test_a_state_refuses_an_overlap_another_model_or_a_damaged_file_and_waits_fo
     frame = pd.read_csv(work / "test.csv")
     _slices(frame, [300], tmp_path, work / "model.onnx", tmp_path / "st.json")
     before = (tmp_path / "st.json").read_bytes()
-    overlap = run(work, "score", str(tmp_path / "slice1.csv"), "--state", str(tmp_path / "st.json"), "-o", "x.csv")
-    assert overlap.returncode == 3 and "is not after the last timestamp already scored" in overlap.stderr
-    # another model (the same weights, another file: recalibrated) has another id
-    shutil.copy(work / "model.onnx", tmp_path / "other.onnx")
-    assert run(work, "calibrate", str(tmp_path / "other.onnx"), "test.csv").returncode == 0
     frame.iloc[[599]].assign(timestamp="2026-03-01 00:00:00").to_csv(tmp_path / "later.csv", index=False)
-    other = run(work, "score", str(tmp_path / "later.csv"), "-m", str(tmp_path / "other.onnx"), "--state",
-                str(tmp_path / "st.json"), "-o", "x.csv")
-    assert other.returncode == 3 and "not of this model" in other.stderr
-    # an output that cannot be written leaves the state as it was
-    gone = run(work, "score", str(tmp_path / "later.csv"), "--state", str(tmp_path / "st.json"), "-o",
-               str(tmp_path / "missing" / "x.csv"))
-    assert gone.returncode == 5 and (tmp_path / "st.json").read_bytes() == before
     (tmp_path / "bad.json").write_text('{"format": "vae-anomaly series state", "version": 1, "model_id": "'
                                        + json.loads(before)["model_id"] + '", "series": {"tail": 3}}')
-    for bad, words in ((tmp_path / "bad.json", "is damaged"), (work / "test.csv", "is not a series state")):
-        r = run(work, "score", str(tmp_path / "later.csv"), "--state", str(bad), "-o", "x.csv")
-        assert r.returncode == 3 and words in r.stderr, r.stderr
-    fixed = run(work, "score", "test.csv", "-m", str(work / "model.onnx"), "--state", "s.json", "--threshold", "9")
-    assert fixed.returncode == 0  # a fixed threshold: the state carries the windows alone
-    assert json.loads((work / "s.json").read_text())["calibration"] is None
-    # the same state asked for another threshold rule is refused
-    r = run(work, "score", str(tmp_path / "later.csv"), "--state", str(tmp_path / "st.json"), "--alpha", "0.05")
-    assert r.returncode == 3 and "same --score and --alpha" in r.stderr
+    shutil.copy(work / "model.onnx", tmp_path / "other.onnx")
+    state, later = str(tmp_path / "st.json"), str(tmp_path / "later.csv")
+    runs = {  # independent runs, two at a time; none may write the state
+        "overlap": ("score", str(tmp_path / "slice1.csv"), "--state", state, "-o", str(tmp_path / "x.csv")),
+        "gone": ("score", later, "--state", state, "-o", str(tmp_path / "missing" / "x.csv")),
+        "damaged": ("score", later, "--state", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.csv")),
+        "not a state": ("score", later, "--state", str(work / "test.csv"), "-o", str(tmp_path / "x.csv")),
+        "alpha": ("score", later, "--state", state, "--alpha", "0.05", "-o", str(tmp_path / "x.csv")),
+        "fixed": ("score", "test.csv", "--state", str(tmp_path / "s.json"), "--threshold", "9", "-o",
+                  str(tmp_path / "f.csv")),
+        # another model file (the same weights, recalibrated) has another id
+        "calibrate": ("calibrate", str(tmp_path / "other.onnx"), "test.csv")}
+    with ThreadPoolExecutor(2) as pool:
+        out = dict(zip(runs, pool.map(lambda a: run(work, *a), runs.values())))
+    other = run(work, "score", later, "-m", str(tmp_path / "other.onnx"), "--state", state, "-o", str(tmp_path / "x.csv"))
+    for name, code, words in (("overlap", 3, "is not after the last timestamp already scored"),
+                              ("damaged", 3, "is damaged"), ("not a state", 3, "is not a series state"),
+                              ("alpha", 3, "same --score and --alpha"), ("gone", 5, "")):
+        assert out[name].returncode == code and words in out[name].stderr, (name, out[name].stderr)
+    assert out["calibrate"].returncode == 0 and other.returncode == 3 and "not of this model" in other.stderr
+    assert (tmp_path / "st.json").read_bytes() == before  # refusals and a failed output leave it as it was
+    assert out["fixed"].returncode == 0  # a fixed threshold: the state carries the windows alone
+    assert json.loads((tmp_path / "s.json").read_text())["calibration"] is None
 
 
 # ---------------------------------------------------------------- incidents: flagged timestamps grouped into events
@@ -514,3 +516,16 @@ def test_events_name_the_metric_to_blame_and_continue_across_runs(two_metrics, t
 def test_events_need_a_series_model_and_a_known_format(work, tmp_path):
     r = run(work, "score", "test.csv", "--events", str(tmp_path / "e.txt"))
     assert r.returncode == 3 and "--events" in r.stderr and ".jsonl" in r.stderr
+
+
+def test_a_threshold_too_few_calibration_windows_leave_at_infinity_continues_across_runs(work, tmp_path):
+    from vae_anomaly import score_file
+
+    frame = pd.read_csv(work / "test.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = score_file(work / "test.csv", work / "model.onnx", tmp_path / "whole.csv", alpha=1e-4)
+    parts = _slices(frame, [100, 400], tmp_path, work / "model.onnx", tmp_path / "state.json", alpha=1e-4)
+    assert not whole.is_anomaly.any() and whole.threshold == np.inf
+    assert np.concatenate([r.p_values for r in parts]).tobytes() == whole.p_values.tobytes()
+    assert json.loads((tmp_path / "state.json").read_text())["calibration"] is None

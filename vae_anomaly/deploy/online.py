@@ -52,18 +52,21 @@ class OnlineCalibration:
     Parameters
     ----------
     calibration_sorted : float (n,), the model's calibration scores, ascending.
-    threshold : t₀, the model's conformal threshold for this score at ``alpha`` (flag when greater).
+    threshold : t₀, the model's conformal threshold for this score at ``alpha`` (flag when greater),
+        finite.
     alpha : α, the false-alarm rate the threshold stands for.
     state : :meth:`state` of an earlier run, to continue it; None starts at t₀.
 
     Raises
     ------
-    ValueError : a state that is not one of :meth:`state`'s.
+    ValueError : an infinite threshold; a state that is not one of :meth:`state`'s.
     """
 
     def __init__(self, calibration_sorted: np.ndarray, threshold: float, alpha: float, state: dict | None = None):
         self.cal = np.asarray(calibration_sorted, dtype=np.float64)
         self.t0, self.alpha = float(threshold), float(alpha)
+        if not np.isfinite(self.t0):
+            raise ValueError(f"expected a finite threshold, got {self.t0}")
         q1, q2, q3 = np.percentile(self.cal, (25.0, 50.0, 75.0))
         self.m0, self.s0 = float(q2), float(q3 - q1) if q3 > q1 else 1.0
         self.u0 = float(self._u(np.float64(self.t0)))
@@ -83,8 +86,6 @@ class OnlineCalibration:
     @property
     def threshold(self) -> float:
         """The score threshold for the next row, in the scores' units (nats)."""
-        if not np.isfinite(self.t0):
-            return self.t0
         return float(self.m0 + self.s0 * np.sinh(self._q(self.lowered)))
 
     def decide(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +100,6 @@ class OnlineCalibration:
         (p-values float64 (n,), flags bool (n,)).
         """
         x = np.asarray(scores, dtype=np.float64)
-        if not np.isfinite(self.t0):  # too few calibration scores to flag at α: nothing moves
-            return conformal_p_values(x, self.cal), x > self.t0
         u = self._u(x)
         a = np.empty(x.size)  # the scores on the calibration scale: flagged when a > t₀, p-value from a
         flags = np.zeros(x.size, bool)

@@ -82,8 +82,9 @@ class SeriesRun:
     saved : instead of a file, a state as :meth:`state` gives it, or a part of one (its ``series``
         or its ``calibration``), to continue from (Dask passes it from one partition to the next).
     score, threshold, alpha : as in :meth:`~vae_anomaly.deploy.scorer.Scorer.predict`; the online
-        calibration runs under ``threshold="auto"`` with a conformal threshold only (a fixed score
-        threshold, or one ``calibrate --target`` chose on labels, stays fixed).
+        calibration runs under ``threshold="auto"`` with a finite conformal threshold only (a fixed
+        score threshold, one ``calibrate --target`` chose on labels, or one too few calibration scores
+        leave at +inf, stays fixed).
     events : group the flagged rows into events (:class:`~vae_anomaly.deploy.events.EventLog`;
         :meth:`decide` then needs the results' per-feature terms to name the metrics).
 
@@ -117,8 +118,10 @@ class SeriesRun:
             self.last_before = self.windower.last_t
         self.online, self.score = None, scorer.resolve_score(score)
         rule = scorer.metadata.get("auto_threshold")
-        if threshold == "auto" and not (alpha is None and rule and rule["score"] == self.score):
-            t0, alpha = scorer.threshold(score=self.score, alpha=alpha), scorer.alpha if alpha is None else alpha
+        conformal = threshold == "auto" and not (alpha is None and rule and rule["score"] == self.score)
+        t0 = scorer.threshold(score=self.score, alpha=alpha) if conformal else None
+        if conformal and np.isfinite(t0):  # an infinite threshold (too few calibration scores) never moves
+            alpha = scorer.alpha if alpha is None else alpha
             carried = saved.get("calibration")
             if carried is not None and (carried.get("score") != self.score or carried.get("threshold") != t0):
                 raise InputValidationError(
