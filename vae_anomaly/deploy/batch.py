@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputValidationError, OutputWriteError
 from . import conditions, schema, series
+from .events import EventLog
 from .io import (
     ScoreWriter,
     atomic_write,
@@ -27,7 +28,6 @@ from .io import (
     output_format,
     read_matrix,
 )
-from .events import EventLog
 from .monitoring import batch_summary, top_features
 from .policy import ScoreResult, fdr_flags
 from .scorer import Scorer

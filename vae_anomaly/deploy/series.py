@@ -319,7 +319,7 @@ class Windower:
     The state (the last W − 1 steps, the last timestamp) carries over from one :meth:`add` to the
     next, so the windows do not depend on how the series is chunked; :meth:`state` and
     :meth:`restore` carry it from one run to the next (``score --state``,
-    :mod:`vae_anomaly.deploy.series_state`). After each :meth:`add`, ``warmup`` marks the rows with
+    :mod:`vae_anomaly.deploy.series_run`). After each :meth:`add`, ``warmup`` marks the rows with
     fewer than W − 1 steps of the series before them (scored on a window padded at the front).
     """
 
@@ -399,7 +399,6 @@ class Windower:
         self.tail = full[len(full) - (w - 1):] if w > 1 else full[:0]
         self.last_pos, self.last_t, self.rows = int(pos[-1]), int(t[-1]), self.rows + n
         return out
-
 
     def state(self) -> dict:
         """What the next run needs to continue the series (plain JSON values): the last timestamp

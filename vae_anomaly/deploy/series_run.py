@@ -34,7 +34,7 @@ from . import series
 from .events import EventLog, iso_time
 from .io import atomic_write, check_output_folder
 from .online import OnlineCalibration
-from .policy import ScoreResult
+from .policy import ScoreResult, auto_threshold
 
 STATE_FORMAT = "vae-anomaly series state"
 STATE_VERSION = 1
@@ -117,11 +117,11 @@ class SeriesRun:
                                            "name a new file) to start afresh.") from None
             self.last_before = self.windower.last_t
         self.online, self.score = None, scorer.resolve_score(score)
-        rule = scorer.metadata.get("auto_threshold")
-        conformal = threshold == "auto" and not (alpha is None and rule and rule["score"] == self.score)
-        t0 = scorer.threshold(score=self.score, alpha=alpha) if conformal else None
-        if conformal and np.isfinite(t0):  # an infinite threshold (too few calibration scores) never moves
-            alpha = scorer.alpha if alpha is None else alpha
+        t0, rate = None, None  # a fixed score threshold stays fixed
+        if threshold == "auto":  # the rate comes back None for a threshold chosen on labels: it stays fixed too
+            t0, rate = auto_threshold(scorer.calibration[self.score], score=self.score, alpha=alpha,
+                                      model_alpha=scorer.alpha, rule=scorer.metadata.get("auto_threshold"))
+        if rate is not None and np.isfinite(t0):  # an infinite threshold (too few calibration scores) never moves
             carried = saved.get("calibration")
             if carried is not None and (carried.get("score") != self.score or carried.get("threshold") != t0):
                 raise InputValidationError(
@@ -129,7 +129,7 @@ class SeriesRun:
                     f"{carried.get('threshold')}; this run asks for the {self.score} score's {t0:.6g}. Score with the "
                     "same --score and --alpha as the runs before, or name a new state file.")
             try:
-                self.online = OnlineCalibration(scorer.calibration[self.score], t0, alpha, carried)
+                self.online = OnlineCalibration(scorer.calibration[self.score], t0, rate, carried)
             except (KeyError, TypeError, ValueError) as e:
                 raise InputValidationError(f"--state: {self.state_path} is damaged ({str(e)[:80]}); delete it (or "
                                            "name a new file) to start afresh.") from None

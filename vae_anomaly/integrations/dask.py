@@ -18,13 +18,12 @@ import threading
 import numpy as np
 import pandas as pd
 
-from ..errors import InputValidationError
-
 from ..deploy import series
 from ..deploy.policy import ScoreResult
 from ..deploy.scorer import Scorer
 from ..deploy.series_run import SeriesRun, read_state
 from ..deploy.tables import as_table, column_map
+from ..errors import InputValidationError
 
 _SESSIONS: dict[str, Scorer] = {}
 _LOCK = threading.Lock()

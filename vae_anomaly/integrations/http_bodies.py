@@ -18,9 +18,9 @@ import numpy as np
 from fastapi import Request
 
 from ..deploy import schema, series, tables
-from ..deploy.series_run import SeriesRun
 from ..deploy.io import parse_matrix_bytes
 from ..deploy.scorer import Scorer
+from ..deploy.series_run import SeriesRun
 from ..errors import InputValidationError
 
 _EXACT = 2 ** 53  # integers up to this magnitude are exact in float64 (pyarrow refuses larger ones there)
@@ -265,7 +265,7 @@ def top_k(value) -> int:
     raise HTTPError(400, "malformed", f"features: got {str(value)[:40]!r}; expected an integer >= 0.")
 
 
-def _series_windows(run: SeriesRun, scorer: Scorer, form: str, payload) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def _series_windows(run: SeriesRun, form: str, payload) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """A window model's body (a CSV table, or records, of its time column, metrics and ID columns)
     as window rows, one per body row, through ``run`` (:class:`~vae_anomaly.deploy.series_run.SeriesRun`:
     the body is a series of its own, so its first W − 1 rows have padded windows, marked in the
@@ -278,13 +278,13 @@ def _series_windows(run: SeriesRun, scorer: Scorer, form: str, payload) -> tuple
     """
     import pyarrow as pa
 
-    spec = scorer.series
+    spec = run.spec
     if form == "csv":
-        table, name = payload, "request body"
+        table = payload
         ids = _ids(table, None, spec)
     else:
-        name, time = "request records", spec["time_column"]
-        table = _records_table(payload, schema.positional(spec["metrics"]), name)
+        time = spec["time_column"]
+        table = _records_table(payload, schema.positional(spec["metrics"]), run.name)
         if any(time in r for r in payload):
             table = table.append_column(time, pa.array([_text(r.get(time), {}) for r in payload], pa.string()))
         ids = _ids(None, payload, spec)
@@ -317,7 +317,7 @@ def score_body(scorer: Scorer, form: str, payload, max_rows: int, time_order: st
             name = "request body" if form == "csv" else "request records"
             run = SeriesRun(scorer, name=name, time_order=time_order, score=predict.get("score"),
                             threshold=predict.get("threshold", "auto"), alpha=predict.get("alpha"))
-            X, warmup, ids = _series_windows(run, scorer, form, X if form == "csv" else payload)
+            X, warmup, ids = _series_windows(run, form, X if form == "csv" else payload)
             return run.decide(scorer.predict(X, name=name, **predict), warmup), ids
         if form == "records":
             name = "request records"
