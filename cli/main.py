@@ -296,7 +296,9 @@ def score(
     fdr: Annotated[Optional[float], typer.Option(
         help="Flag by Benjamini-Hochberg at this false discovery rate over the file's p-values.")] = None,
     features: Annotated[int, typer.Option(
-        help="Add a top_features column: each row's K most anomalous features (column names, or indices).")] = 0,
+        help="Add a top_features column: each row's K most anomalous features (column names, or indices); "
+             "for a window model, top_metrics: its K metrics with the largest shares of the score "
+             "(metric:share, shares of all metrics sum to 1).")] = 0,
     summary_json: Annotated[Optional[Path], typer.Option(
         help="Write a monitoring summary (counts, rate, quantiles, drift, model id) as JSON.")] = None,
     fail_on_anomaly: Annotated[bool, typer.Option(

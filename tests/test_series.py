@@ -152,7 +152,8 @@ def test_one_row_per_timestamp_carried_and_the_same_for_any_chunks(work):
     test = pd.read_csv(work / "test.csv")
     assert list(out.columns[:3]) == ["timestamp", "host", "row"] and len(out) == len(test)
     assert out["timestamp"].tolist() == test["timestamp"].tolist() and np.isfinite(out["score"]).all()
-    assert set(";".join(out["top_features"]).split(";")) <= {f"value@t-{k}" for k in range(12)}
+    # one metric: it holds the whole score of every row whose terms are not all <= 0
+    assert set(out["top_metrics"].fillna("value:1.0000")) == {"value:1.0000"}
     # the spike at row 400 sits in the 12 windows ending at rows 400..411: the highest score is one of them
     assert 400 <= out["score"].idxmax() < 412
 
@@ -511,6 +512,37 @@ def test_events_name_the_metric_to_blame_and_continue_across_runs(two_metrics, t
     assert ongoing["ongoing"] and continued["start"] == ongoing["start"] == big["start"]
     assert continued["end"] == big["end"] and continued["rows"] == big["rows"]
     assert continued["peak_score"] == big["peak_score"]
+
+
+def test_each_row_names_its_metrics_with_shares_of_its_score_alike_in_every_format(two_metrics, tmp_path):
+    from vae_anomaly import Scorer, score_file
+    from vae_anomaly.deploy.series import read_windows
+
+    folder = two_metrics
+    outs = {}
+    for suffix in ("csv", "jsonl", "parquet"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            score_file(folder / "test.csv", folder / "model.onnx", tmp_path / f"o.{suffix}", features=2)
+    csv_shares = [dict((m, float(v)) for m, v in (x.split(":") for x in t.split(";"))) if isinstance(t, str) else {}
+                  for t in pd.read_csv(tmp_path / "o.csv")["top_metrics"]]
+    jsonl = [{m["metric"]: m["share"] for m in json.loads(line)["top_metrics"]}
+             for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    parquet = [{m["metric"]: m["share"] for m in t} for t in pd.read_parquet(tmp_path / "o.parquet")["top_metrics"]]
+    assert len(jsonl) == len(parquet) == len(csv_shares) == 500 and jsonl == parquet
+    for a, b in zip(csv_shares, jsonl):
+        assert a.keys() == b.keys() and all(abs(a[m] - b[m]) <= 5e-5 for m in a)
+    # the shares are the positive parts of each metric's window slots' terms, found here by slot name
+    scorer = Scorer(folder / "model.onnx")
+    x, _ = read_windows(folder / "test.csv", scorer.series)  # the full windows: rows W − 1 on (no gaps here)
+    terms = scorer.predict(x, feature_terms=True).feature_terms
+    names = np.array([n.split("@")[0] for n in scorer.input_names])
+    positive = np.clip(terms, 0, None)
+    mem = positive[:, names == "mem"].sum(axis=1) / positive.sum(axis=1)
+    np.testing.assert_allclose([r.get("mem", 0.0) for r in jsonl[len(jsonl) - len(x):]], mem, rtol=1e-5)
+    assert all(abs(sum(r.values()) - 1) < 1e-9 for r in jsonl if len(r) == 2)
+    # mem's jump at rows 300..319 is blamed on mem
+    assert all(next(iter(jsonl[i])) == "mem" for i in range(305, 320))
 
 
 def test_events_need_a_series_model_and_a_known_format(work, tmp_path):

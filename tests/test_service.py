@@ -424,7 +424,7 @@ def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(serie
     assert np.isnan(local.p_values).sum() == Scorer(model).series["window"] - 1
     np.testing.assert_array_equal([p for p in out["p_values"] if p is not None], local.p_values[~np.isnan(local.p_values)])
     assert out["ids"] == {"timestamp": new["timestamp"].tolist(), "host": new["host"].tolist()}
-    assert all(len(t) == 1 and t[0].startswith("value@t-") for t in out["top_features"])
+    assert all(t in ([], [{"metric": "value", "share": 1.0}]) for t in out["top_metrics"]) and "top_features" not in out
     status, from_csv = request(base, "/score", new.to_csv(index=False).encode(), "text/csv")
     assert status == 200 and from_csv["scores"] == out["scores"] and from_csv["ids"] == out["ids"], from_csv
 

@@ -28,7 +28,7 @@ from .io import (
     output_format,
     read_matrix,
 )
-from .monitoring import batch_summary, top_features
+from .monitoring import attribution, batch_summary
 from .policy import ScoreResult, fdr_flags
 from .scorer import Scorer
 from .series_run import SeriesRun
@@ -56,14 +56,16 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     output : where to write (format by suffix: .csv, .jsonl, .parquet, or .npy for the scores alone),
         atomically; None = CSV on stdout. Columns: the model's ID columns (values as read), ``row``
         (0-based input row), ``score`` (nats, higher = more anomalous), ``p_value`` (conformal),
-        ``is_anomaly`` (0/1), and ``top_features`` (column names, or indices for a positional
-        model) when ``features`` > 0.
+        ``is_anomaly`` (0/1), and when ``features`` > 0 ``top_features`` (column names, or indices
+        for a positional model) or, for a window model, ``top_metrics`` (its metrics with their
+        shares of the score: :func:`~vae_anomaly.deploy.monitoring.top_metrics`).
     threshold, alpha, score, nan_policy : as in :meth:`Scorer.predict`.
     fdr : flag by Benjamini–Hochberg at this false discovery rate over all of the file's p-values
         (Benjamini & Hochberg 1995; for conformal p-values Bates et al. 2023, Thm 3), instead of by
         threshold. Rows with NaN/inf/missing values under ``nan_policy="flag"`` (p-value 0) are
         always flagged and left out of BH's count.
-    features : add each row's ``features`` most anomalous features (0 = no column).
+    features : add each row's ``features`` most anomalous features, or a window model's metrics with
+        the largest shares of its score (0 = no column).
     summary_json : also write :func:`~vae_anomaly.deploy.monitoring.batch_summary` here (atomically).
     chunk_rows : rows read and scored at a time: sets peak memory, not the results.
     condition : a conditional model's condition file, one row per row of ``new_file`` (read whole).
@@ -125,14 +127,14 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
                                  condition=None if conds is None else conds[done : done + x.shape[0]])
             if run is not None:
                 res = run.decide(res, warmup)
-            top = top_features(res.feature_terms, features) if features > 0 else None
+            column, top = attribution(res, scorer, features) if features > 0 else (None, None)
             ok = np.isfinite(x).all(axis=1)
             feature_sum += x[ok].sum(axis=0, dtype=np.float64)
             finite_rows += int(ok.sum())
             done += x.shape[0]
             if writer is None:
-                writer = ScoreWriter(f, fmt, top_features=features > 0, id_schema=None if ids is None else ids.schema,
-                                     feature_names=scorer.feature_names)
+                writer = ScoreWriter(f, fmt, column, id_schema=None if ids is None else ids.schema,
+                                     named=scorer.feature_names is not None)
             if fdr is None:
                 writer.write(res.scores, res.p_values, res.is_anomaly, top, ids)
             parts.append((res, top, ids) if fdr is not None else (res, None, None))

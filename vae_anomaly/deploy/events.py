@@ -1,14 +1,12 @@
-"""Incidents, not only points: a series' consecutive flagged timestamps grouped into events (numpy only).
+"""Incidents, not only points: a series' consecutive flagged timestamps grouped into events.
 
 An event is a run of consecutive flagged rows of a series (rows in series order; a warm-up row is
 never flagged, so it ends a run). For each, an on-call engineer reads when it started and ended,
 how many timestamps it holds, its peak score and when, and the metrics that contribute most.
 
-A metric's share of an event is the sum, over the event's rows and the metric's window slots
-(``metric@t-k``), of the positive part of its per-feature terms (−log N(x_j; μ_j(z̄), σ²_j), nats:
-see :mod:`vae_anomaly.deploy.monitoring`), divided by that sum over every metric, so the shares of
-an event sum to 1. A term below 0 (a value the decoder predicts tightly) counts as 0: it makes a row
-less anomalous, not more.
+A metric's share of an event is the sum, over the event's rows, of the metric's part of each row's
+score (:func:`vae_anomaly.deploy.monitoring.metric_terms`: the positive part of its window slots'
+per-feature terms, nats), divided by that sum over every metric, so the shares of an event sum to 1.
 
 An event still open at the end of a run is reported with ``"ongoing": true``; with a state file
 (:mod:`vae_anomaly.deploy.series_run`) it is carried into the next run, which reports it again with
@@ -21,6 +19,8 @@ import json
 from datetime import datetime, timezone
 
 import numpy as np
+
+from .monitoring import metric_terms
 
 #: metrics named per event, most contributing first
 TOP_METRICS = 3
@@ -41,12 +41,11 @@ class EventLog:
     Parameters
     ----------
     metrics : the series' metric names, in the model's order.
-    slot_metric : int (W·d,), the metric index of each input column (window slot).
     carried : :meth:`state` of an earlier run: an event still open there.
     """
 
-    def __init__(self, metrics: list[str], slot_metric: np.ndarray, carried: dict | None = None):
-        self.metrics, self.slot_metric = list(metrics), np.asarray(slot_metric)
+    def __init__(self, metrics: list[str], carried: dict | None = None):
+        self.metrics = list(metrics)
         self.closed: list[dict] = []
         self.open = None
         if carried is not None:
@@ -61,11 +60,7 @@ class EventLog:
         flags = np.asarray(flags, bool)
         if not flags.size:
             return
-        per_metric = None
-        if terms is not None:
-            positive = np.where(np.isfinite(terms), np.maximum(terms, 0.0), 0.0).astype(np.float64)
-            per_metric = np.zeros((terms.shape[0], len(self.metrics)))
-            np.add.at(per_metric.T, self.slot_metric, positive.T)
+        per_metric = None if terms is None else metric_terms(terms, len(self.metrics))
         edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
         for a, b in zip(edges[::2], edges[1::2]):  # runs [a, b) of flagged rows
             if a > 0 and self.open is not None:

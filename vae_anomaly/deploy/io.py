@@ -308,21 +308,28 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-def scores_csv_header(top_features: bool = False) -> str:
-    """The header line of the scores CSV (without ID columns)."""
-    return "row,score,p_value,is_anomaly" + (",top_features" if top_features else "") + "\n"
+def scores_csv_header(top: str | None = None) -> str:
+    """The header line of the scores CSV (without ID columns); ``top`` names the attribution column."""
+    return "row,score,p_value,is_anomaly" + (f",{top}" if top else "") + "\n"
+
+
+def _top_text(entries: list) -> str:
+    """One row's attribution as CSV text: features joined by ";", a window model's metrics as ``metric:share``."""
+    return ";".join(f"{e['metric']}:{e['share']:.4f}" if isinstance(e, dict) else str(e) for e in entries)
 
 
 def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
-                     first_row: int = 0, top_features: list | np.ndarray | None = None, ids: list | None = None) -> None:
-    """Write ``[ids...,]row,score,p_value,is_anomaly[,top_features]`` lines (no header) to a text file.
+                     first_row: int = 0, top: list | None = None, ids: list | None = None) -> None:
+    """Write ``[ids...,]row,score,p_value,is_anomaly[,top_features|top_metrics]`` lines (no header) to a text file.
 
     ``row`` is the 0-based input row (offset by ``first_row``); scores and p-values are written with
-    9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1; ``top_features``
-    (per row, feature indices or names, most anomalous first) are joined by ";"; ``ids`` (per ID
-    column, a list of text values or None) come first, quoted by the :mod:`csv` module as needed.
+    9 significant digits (float32 round-trips exactly); ``is_anomaly`` is 0 or 1; ``top`` (per row,
+    :func:`~vae_anomaly.deploy.monitoring.attribution`'s list: feature indices or names, or a window
+    model's ``{"metric", "share"}``, most anomalous first) is joined by ";" (``metric:share`` with 4
+    decimals); ``ids`` (per ID column, a list of text values or None) come first, quoted by the
+    :mod:`csv` module as needed.
     """
-    if top_features is None and ids is None:  # one %-format over the whole chunk: 1.7x faster than a line at a time
+    if top is None and ids is None:  # one %-format over the whole chunk: 1.7x faster than a line at a time
         fields: list = [0] * (4 * len(scores))
         fields[0::4] = range(first_row, first_row + len(scores))
         fields[1::4], fields[2::4] = scores.tolist(), p_values.tolist()
@@ -331,9 +338,9 @@ def write_scores_csv(f: IO[str], scores: np.ndarray, p_values: np.ndarray, is_an
         return
     lines = [[first_row + i, f"{s:.9g}", f"{p:.9g}", int(a)]
              for i, (s, p, a) in enumerate(zip(scores.tolist(), p_values.tolist(), is_anomaly.tolist()))]
-    if top_features is not None:
-        for line, t in zip(lines, top_features):
-            line.append(";".join(map(str, t)))
+    if top is not None:
+        for line, t in zip(lines, top):
+            line.append(_top_text(t))
     if ids is not None:
         lines = [[*(("" if v is None else v) for v in vals), *line] for vals, line in zip(zip(*ids), lines)]
     csv.writer(f, lineterminator="\n").writerows(lines)
@@ -365,25 +372,27 @@ def _npy_vector_header(n: int) -> bytes:
 class ScoreWriter:
     """Writes per-row results incrementally to a binary file, in one of :data:`OUTPUT_FORMATS`.
 
-    csv: ``[ID columns...,]row,score,p_value,is_anomaly[,top_features]`` (9 significant digits, so
-    float32 scores round-trip; top features joined by ";"); jsonl: one object per row (a non-finite
-    score is null); npy: a float32 vector of the scores; parquet: the ID columns (as stored), row,
-    score, p_value, is_anomaly [, top_features]. Call :meth:`close` to finish.
+    csv: ``[ID columns...,]row,score,p_value,is_anomaly[,TOP]`` (9 significant digits, so float32
+    scores round-trip; the attribution as :func:`write_scores_csv` writes it); jsonl: one object per
+    row (a non-finite score is null; ``top_metrics`` as a list of ``{"metric", "share"}``); npy: a
+    float32 vector of the scores; parquet: the ID columns (as stored), row, score, p_value,
+    is_anomaly [, TOP: a list of names or indices, or of ``{metric, share}`` structs]. Call
+    :meth:`close` to finish.
 
     Parameters
     ----------
     f : the binary file.
     fmt : "csv", "jsonl", "npy" or "parquet".
-    top_features : rows come with their top features.
+    top : the attribution column rows come with (``"top_features"`` or ``"top_metrics"``, from
+        :func:`~vae_anomaly.deploy.monitoring.attribution`), or None.
     id_schema : the pyarrow schema of the ID columns carried before ``row`` (None = none); CSV and
         JSONL write their values as text.
-    feature_names : names for the top features (None = their indices).
+    named : the features are named (``top_features`` holds names, not indices).
     """
 
-    def __init__(self, f: IO[bytes], fmt: str, top_features: bool = False, *, id_schema=None,
-                 feature_names: list[str] | None = None):
-        self.f, self.fmt, self.top, self.n = f, fmt, top_features, 0
-        self.id_schema, self.names = id_schema, feature_names
+    def __init__(self, f: IO[bytes], fmt: str, top: str | None = None, *, id_schema=None, named: bool = True):
+        self.f, self.fmt, self.top, self.n = f, fmt, top, 0
+        self.id_schema = id_schema
         id_names = [] if id_schema is None else list(id_schema.names)
         schema.check_output_names(id_names, "the model")
         if fmt == "csv":
@@ -391,39 +400,38 @@ class ScoreWriter:
                 buf = io.StringIO()
                 csv.writer(buf, lineterminator="").writerow(id_names)
                 f.write((buf.getvalue() + ",").encode())
-            f.write(scores_csv_header(top_features).encode())
+            f.write(scores_csv_header(top).encode())
         elif fmt == "npy":
             f.write(_npy_vector_header(0))
         elif fmt == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            top_type = pa.list_(pa.string() if feature_names else pa.int32())
+            top_type = (pa.list_(pa.struct([("metric", pa.string()), ("share", pa.float64())])) if top == "top_metrics"
+                        else pa.list_(pa.string() if named else pa.int32()))
             fields = [*(id_schema or []), ("row", pa.int64()), ("score", pa.float32()), ("p_value", pa.float64()),
-                      ("is_anomaly", pa.int8())] + ([("top_features", top_type)] if top_features else [])
+                      ("is_anomaly", pa.int8())] + ([(top, top_type)] if top else [])
             self._pa, self._schema = pa, pa.schema(fields)
             self._pq = pq.ParquetWriter(f, self._schema)
 
     def write(self, scores: np.ndarray, p_values: np.ndarray, is_anomaly: np.ndarray,
-              top_features: np.ndarray | None = None, ids=None) -> None:
-        """Append rows; ``row`` numbers continue from the rows already written. ``top_features``:
-        int (n, k) feature indices; ``ids``: a pyarrow Table of the rows' ID columns."""
+              top: list | None = None, ids=None) -> None:
+        """Append rows; ``row`` numbers continue from the rows already written. ``top``: per row, the
+        attribution list of :func:`~vae_anomaly.deploy.monitoring.attribution`; ``ids``: a pyarrow
+        Table of the rows' ID columns."""
         first, n = self.n, len(scores)
-        tops = None
-        if top_features is not None:
-            tops = [[self.names[j] for j in t] for t in top_features.tolist()] if self.names else top_features.tolist()
         if self.fmt == "csv":
             buf = io.StringIO()
-            write_scores_csv(buf, scores, p_values, is_anomaly, first_row=first, top_features=tops,
+            write_scores_csv(buf, scores, p_values, is_anomaly, first_row=first, top=top,
                              ids=None if ids is None else _text_columns(ids))
             self.f.write(buf.getvalue().encode())
         elif self.fmt == "jsonl":
-            tops = tops if tops is not None else [None] * n
+            tops = top if top is not None else [None] * n
             id_rows = [dict(zip(ids.column_names, v)) for v in zip(*_text_columns(ids))] if ids is not None \
                 else [{}] * n
             self.f.write("".join(
                 json.dumps({**d, "row": first + i, "score": s if np.isfinite(s) else None, "p_value": p if p == p else None,
-                            "is_anomaly": int(a), **({"top_features": t} if t is not None else {})}) + "\n"
+                            "is_anomaly": int(a), **({self.top: t} if t is not None else {})}) + "\n"
                 for i, (d, s, p, a, t) in enumerate(zip(id_rows, scores.tolist(), p_values.tolist(),
                                                         is_anomaly.tolist(), tops))
             ).encode())
@@ -432,7 +440,7 @@ class ScoreWriter:
         else:
             pa = self._pa
             cols = [np.arange(first, first + n, dtype=np.int64), scores.astype(np.float32), p_values,
-                    is_anomaly.astype(np.int8)] + ([tops] if self.top else [])
+                    is_anomaly.astype(np.int8)] + ([top] if self.top else [])
             n_ids = 0 if ids is None else ids.num_columns
             arrays = [ids.column(i) for i in range(n_ids)] + \
                 [pa.array(c, type=t) for c, t in zip(cols, self._schema.types[n_ids:])]

@@ -1,4 +1,5 @@
-"""Machine-readable summaries of a scored batch, and per-row feature attribution (numpy only)."""
+"""Machine-readable summaries of a scored batch, and per-row attribution: features, or a window
+model's metrics with their shares of the score (numpy only)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,46 @@ def top_features(terms: np.ndarray, k: int) -> np.ndarray:
     """
     k = max(1, min(int(k), terms.shape[1]))
     return np.argsort(-terms, axis=1, kind="stable")[:, :k]
+
+
+def metric_terms(terms: np.ndarray, n_metrics: int) -> np.ndarray:
+    """A window model's per-feature terms summed per metric over its window slots; float64 (n_rows, n_metrics).
+
+    ``terms`` is ``ScoreResult.feature_terms`` of a window model, float32 (n_rows, W·n_metrics), slots
+    step by step (``metric@t-k``, :func:`vae_anomaly.deploy.series.slot_names`). Only a term's positive
+    part counts (a NaN/inf term, a missing value's, counts 0): a term below 0 is a value the decoder
+    predicts tightly, which makes a row less anomalous, not more.
+    """
+    positive = np.where(np.isfinite(terms), np.maximum(terms, 0.0), 0.0).astype(np.float64)
+    return positive.reshape(positive.shape[0], -1, n_metrics).sum(axis=1)
+
+
+def top_metrics(terms: np.ndarray, metrics: list[str], k: int) -> list[list[dict]]:
+    """Each row's k metrics with the largest shares of its score, most anomalous first.
+
+    A metric's share is :func:`metric_terms` over the row's sum of them, so a row's shares over all of
+    its metrics sum to 1 (Azure Multivariate Anomaly Detector's per-variable contribution scores; the
+    metrics to blame of OmniAnomaly, Su et al., KDD 2019, §3.4). Returns, per row, up to k
+    ``{"metric": name, "share": float}`` (metrics with share 0 left out: a row whose every term is
+    at most 0 names none).
+    """
+    per_metric = metric_terms(terms, len(metrics))
+    total = per_metric.sum(axis=1, keepdims=True)
+    shares = np.divide(per_metric, total, out=np.zeros_like(per_metric), where=total > 0)
+    order = np.argsort(-shares, axis=1, kind="stable")[:, : max(1, min(int(k), len(metrics)))]
+    return [[{"metric": metrics[j], "share": s} for j, s in zip(row, shares[i, row].tolist()) if s > 0]
+            for i, row in enumerate(order.tolist())]
+
+
+def attribution(result: ScoreResult, scorer: Scorer, k: int) -> tuple[str, list[list]]:
+    """The one per-row attribution of every path (CLI, Python, HTTP): (column name, per row a list).
+
+    A window model: ``("top_metrics", ...)``, :func:`top_metrics` (its metrics by name with their
+    shares); any other model: ``("top_features", ...)``, the k most anomalous features (:func:`top_features`)
+    by name, or by index for a model fitted on an unnamed matrix. ``result`` must hold feature terms.
+    """
+    if scorer.series is not None:
+        return "top_metrics", top_metrics(result.feature_terms, scorer.series["metrics"], k)
+    top = top_features(result.feature_terms, k).tolist()
+    names = scorer.feature_names
+    return "top_features", [[names[j] for j in row] for row in top] if names else top

@@ -48,7 +48,7 @@ _MIN_ROWS_FOR_RATIO = 20
 UNSEEN_SHARE_WARNING = 0.1
 _MIN_UNSEEN = 5
 #: the columns of the score output, after the ID columns; an ID column may not take these names
-OUTPUT_COLUMNS = ("row", "score", "p_value", "is_anomaly", "top_features")
+OUTPUT_COLUMNS = ("row", "score", "p_value", "is_anomaly", "top_features", "top_metrics")
 #: the kinds of a categorical column's values (:func:`value_kind`)
 VALUE_KINDS = ("text", "integer", "boolean")
 _BOOLEAN_CODES = {"1": "true", "0": "false"}

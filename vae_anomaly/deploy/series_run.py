@@ -135,9 +135,8 @@ class SeriesRun:
                                            "name a new file) to start afresh.") from None
         self.events = None
         if events:
-            d, w = len(self.spec["metrics"]), self.spec["window"]
             try:
-                self.events = EventLog(self.spec["metrics"], np.tile(np.arange(d), w), saved.get("open_event"))
+                self.events = EventLog(self.spec["metrics"], saved.get("open_event"))
             except (KeyError, TypeError, ValueError) as e:
                 raise InputValidationError(f"--state: {self.state_path} is damaged ({str(e)[:80]}); delete it (or "
                                            "name a new file) to start afresh.") from None

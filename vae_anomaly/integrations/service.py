@@ -10,7 +10,8 @@ Endpoints: ``POST /score`` (JSON ``{"rows": [[...], ...]}`` or ``{"records": [{c
 
 Records and CSV columns are matched to a model fitted on a table by name (in any order; other
 columns ignored); the answer carries the model's ID columns the body has (``"ids"``) and, on
-request, each row's most anomalous features by name (``"top_features"``). A window model (a metric
+request, each row's most anomalous features by name (``"top_features"``; a window model's metrics
+with their shares of the score, ``"top_metrics"``). A window model (a metric
 series) scores records or a CSV body as a series of its own: one score per row, the window ending
 at its timestamp (:mod:`vae_anomaly.deploy.series`).
 
@@ -62,7 +63,7 @@ from prometheus_client import (
 from starlette.concurrency import run_in_threadpool
 
 from ..deploy import series
-from ..deploy.monitoring import top_features
+from ..deploy.monitoring import attribution
 from ..deploy.scorer import Scorer
 from ..errors import InputValidationError, ModelArtifactError, VaeAnomalyError
 from .http_bodies import (
@@ -242,7 +243,8 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}}})
     async def score(request: Request) -> JSONResponse:
         """Score rows: higher score = more anomalous; p_values are conformal; is_anomaly at the threshold;
-        ``ids``: the model's ID columns the body has; ``top_features`` with ``features`` > 0."""
+        ``ids``: the model's ID columns the body has; ``top_features`` (a window model: ``top_metrics``)
+        with ``features`` > 0."""
         started = time.perf_counter()
         try:
             kind = _CONTENT_KINDS.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
@@ -286,9 +288,8 @@ def create_app(model_path: str | os.PathLike, *, max_rows: int = DEFAULT_MAX_ROW
         if ids is not None:
             answer_body["ids"] = ids
         if k > 0:
-            top = top_features(result.feature_terms, k)
-            names = scorer.feature_names
-            answer_body["top_features"] = [[names[j] for j in row] for row in top.tolist()] if names else top.tolist()
+            column, top = attribution(result, scorer, k)
+            answer_body[column] = top
         return answer("/score", 200, answer_body, started)
 
     @app.post("/reload", dependencies=guarded)
