@@ -234,7 +234,8 @@ def fit(
         help="Integer columns to model as categories, comma-separated (text and boolean columns always are).")] = None,
     window: Annotated[Optional[str], typer.Option(
         help="A metric series: the model sees W consecutive time steps of the numeric columns and scores "
-             "each timestamp by the window ending there ('auto' = 64).")] = None,
+             "each timestamp by the window ending there ('auto' = 64 steps for up to 4 metrics, 32 up to 8, "
+             "16 beyond).")] = None,
     time_column: Annotated[Optional[str], typer.Option(
         help="The series' time column (default: 'timestamp', 'time', or the one date/time column).")] = None,
     labels: Annotated[Optional[Path], typer.Option(

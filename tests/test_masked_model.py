@@ -195,3 +195,27 @@ def test_missing_false_is_the_default(tmp_path):
     from vae_anomaly.training.model import Architecture, default_architecture
 
     assert Architecture(4, 2, (8,)).masked is False and default_architecture(4).masked is False
+
+
+def test_rows_without_missing_values_train_on_the_same_loss_without_the_mask():
+    from dataclasses import replace
+
+    from vae_anomaly.training.model import VAE, default_architecture
+    from vae_anomaly.training.scores import training_loss
+
+    arch = replace(default_architecture(W * D, hidden=(16, 16)), masked=True)
+    vae = VAE(arch, np.zeros(W * D), np.ones(W * D))
+    x = torch.from_numpy(windows(80, 3))
+    losses = []
+    for missing in (True, False):
+        torch.manual_seed(5)  # the same reparameterization noise
+        loss = training_loss(vae, x, 1.0, missing=missing)
+        vae.zero_grad()
+        loss.backward()
+        losses.append((loss.detach(), [p.grad.clone() for p in vae.parameters()]))
+    torch.testing.assert_close(losses[0][0], losses[1][0], rtol=1e-6, atol=1e-5)
+    for a, b in zip(losses[0][1], losses[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # with a NaN the mask is what keeps the loss finite
+    x[0, 0] = float("nan")
+    assert torch.isfinite(training_loss(vae, x, 1.0)) and not torch.isfinite(training_loss(vae, x, 1.0, missing=False))

@@ -76,6 +76,20 @@ def test_the_time_column_is_found_and_other_text_is_refused():
         series.series_spec(pa.schema([("a", pa.string()), ("cpu", pa.float64())]), window=8)
 
 
+def test_window_auto_shortens_as_metrics_are_added():
+    windows = [series.auto_window(d) for d in range(1, 60)]
+    assert windows[0] == 64 and windows[18] == 16 and windows[37] == 16  # NAB's one metric; ASD's 19; SMD's 38
+    assert all(a >= b for a, b in zip(windows, windows[1:]))
+    lo, hi = series.AUTO_WINDOW_RANGE
+    assert all(lo <= w <= hi and w & (w - 1) == 0 for w in windows)
+    assert all(w * d <= series.AUTO_WINDOW_VALUES or w == lo for d, w in enumerate(windows, 1))
+    # the spec of a file resolves "auto" by the metrics it finds, ID columns and excluded ones left out
+    schema = pa.schema([("timestamp", pa.string()), ("host", pa.string())] + [(f"m{j}", pa.float64()) for j in range(19)])
+    assert series.series_spec(schema, window="auto", id_columns="host")["window"] == 16
+    assert series.series_spec(schema, window="auto", id_columns="host",
+                              exclude=[f"m{j}" for j in range(1, 19)])["window"] == 64
+
+
 def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():
     n, w = 400, 10
     table = pa.table({"timestamp": pa.array(np.arange(n) * STEP, pa.timestamp("ns")), "v": np.arange(n, dtype=float)})

@@ -33,11 +33,28 @@ import numpy as np
 from ..errors import InputValidationError
 from .tables import arrow_compute, load_pyarrow, read_table, select_columns, to_numpy
 
-#: the default window when ``--window auto`` (benchmarks/README.md, "NAB: metric series")
-DEFAULT_WINDOW = 64
+#: ``--window auto``'s longest and shortest window, time steps (benchmarks/README.md, "NAB: metric
+#: series" and "Server metrics: SMD and ASD (issue 30)")
+AUTO_WINDOW_RANGE = (16, 64)
+#: ``--window auto`` keeps a window's values (W · metrics) near this, the default hidden width
+AUTO_WINDOW_VALUES = 256
 #: how rows whose timestamp repeats or goes back are treated: refused, or taken in file order
 TIME_ORDERS = ("strict", "as-read")
 _TIME_NAMES = ("timestamp", "time")
+
+
+def auto_window(n_metrics: int) -> int:
+    """``--window auto``: W for a series of ``n_metrics`` metrics, time steps (int).
+
+    The largest power of two with W · n_metrics <= :data:`AUTO_WINDOW_VALUES`, within
+    :data:`AUTO_WINDOW_RANGE`: 64 steps for 1 to 4 metrics, 32 for 5 to 8, 16 for 9 or more. The
+    ends were measured: 64 had the best mean average precision among 16, 32, 64 and 128 on NAB's 29
+    one-metric series; 16 beat 64 (and 8) on the ASD servers' 19 metrics and was confirmed on the SMD
+    machines' 38 (benchmarks/README.md); 32 between them is not measured.
+    """
+    lo, hi = AUTO_WINDOW_RANGE
+    fit = 1 << max(0, (AUTO_WINDOW_VALUES // max(1, int(n_metrics))).bit_length() - 1)
+    return int(min(hi, max(lo, fit)))
 
 
 def find_time_column(arrow_schema, time_column: str | None, name: str) -> str:
@@ -214,11 +231,12 @@ def infer_step(t: np.ndarray, name: str) -> int:
     return int(np.median(diffs))
 
 
-def series_spec(arrow_schema, *, window: int, time_column: str | None = None, exclude=None, id_columns=None,
+def series_spec(arrow_schema, *, window: int | str, time_column: str | None = None, exclude=None, id_columns=None,
                 time_unit: str | None = None, name: str = "X") -> dict:
     """The ``series`` metadata entry (without ``step_seconds``) for a table's columns: the time column,
     the metrics (every other numeric column that is not excluded or an ID) and the ID columns, and
-    ``time_unit`` (one of :data:`TIME_UNITS`) for a time column of epoch numbers.
+    ``time_unit`` (one of :data:`TIME_UNITS`) for a time column of epoch numbers. ``window`` is W,
+    or ``"auto"`` for :func:`auto_window` of the metrics found.
 
     Raises
     ------
@@ -228,7 +246,7 @@ def series_spec(arrow_schema, *, window: int, time_column: str | None = None, ex
     from .schema import check_output_names, column_names
 
     pa = load_pyarrow()
-    if int(window) < 2:
+    if window != "auto" and int(window) < 2:
         raise InputValidationError(f"--window: got {window}; expected a window of at least 2 time steps.")
     time = find_time_column(arrow_schema, time_column, name)
     names = list(arrow_schema.names)
@@ -252,7 +270,8 @@ def series_spec(arrow_schema, *, window: int, time_column: str | None = None, ex
         raise InputValidationError(f"{name}: no metric column beside the time column {time!r}; expected at least one.")
     if time_unit is not None and time_unit not in TIME_UNITS:
         raise InputValidationError(f"--time-unit: got {time_unit!r}; expected one of {', '.join(TIME_UNITS)}.")
-    return {"window": int(window), "time_column": time, "step_seconds": None, "metrics": metrics,
+    window = auto_window(len(metrics)) if window == "auto" else int(window)
+    return {"window": window, "time_column": time, "step_seconds": None, "metrics": metrics,
             "id_columns": [time, *ids], "exclude": exclude, **({"time_unit": time_unit} if time_unit else {})}
 
 

@@ -57,7 +57,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
         integer columns modelled as categories (text, boolean and dictionary columns always are).
         See :mod:`vae_anomaly.deploy.schema`.
     csv_format : a CSV's header and delimiter (:class:`~vae_anomaly.deploy.tables.CsvFormat`).
-    window : a metric series' window W (time steps; "auto" = :data:`~vae_anomaly.deploy.series.DEFAULT_WINDOW`):
+    window : a metric series' window W (time steps; "auto" = :func:`~vae_anomaly.deploy.series.auto_window`
+        of the number of metrics):
         the table's rows are timestamps and the model sees W consecutive steps of its numeric
         columns (:mod:`vae_anomaly.deploy.series`); None = rows are independent.
     time_column : the series' time column (default: ``timestamp``, ``time``, or the one date/time column).
@@ -145,7 +146,7 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
                                        "numeric metrics, without --val or --categorical (the calibration windows "
                                        "are the end of the series).")
         spec = series.series_spec(file_schema(normal_file, csv_format),
-                                  window=series.DEFAULT_WINDOW if window == "auto" else int(window),
+                                  window=window if window == "auto" else int(window),
                                   time_column=time_column, exclude=exclude, id_columns=id_columns,
                                   time_unit=time_unit, name=str(normal_file))
         # read as scoring reads it: every metric float64 whatever its first MiB held, the time column as text

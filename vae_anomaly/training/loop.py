@@ -91,6 +91,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
     """
     step_loss = torch.compile(training_loss) if cfg.compile else training_loss
     n = xt.shape[0]
+    missing = bool(vae.arch.masked and torch.isnan(xt).any())  # no NaN: the mask is all ones, skip it
     max_epochs = cfg.epochs if cfg.epochs is not None else auto_epochs(n, cfg)
     patience = cfg.patience if cfg.patience is not None else max(10, max_epochs // 4)
     opt = FlatAdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -116,7 +117,7 @@ def fit_loop(vae: VAE, cfg: TrainConfig, *, xt: torch.Tensor, ct: torch.Tensor |
             idx = perm[start : start + cfg.batch_size]
             batch = xt[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = step_loss(vae, batch, beta, None if ct is None else ct[idx], cfg.free_bits)
+                loss = step_loss(vae, batch, beta, None if ct is None else ct[idx], cfg.free_bits, missing)
             opt.zero_grad()
             loss.backward()
             opt.step()
