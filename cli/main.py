@@ -197,8 +197,8 @@ def fit(
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (default: auto from the data size).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Latent size (default: ceil(d/4) in [2, 16]).")] = None,
     hidden: Annotated[Optional[str], typer.Option(
-        help="Hidden layer widths, comma-separated (default 256,256,256 for tables); smaller models, "
-             "e.g. 128,128, score faster.")] = None,
+        help="Hidden layer widths, comma-separated (default 256,256,256 for tables; 128,128,128 for a window "
+             "of more than 256 values, W x metrics); smaller models, e.g. 128,128, score faster.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (split, initialization, batches, score noise).")] = TrainConfig.seed,
     device: Annotated[Device, typer.Option(help="Training device.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(help="Rows per gradient step (larger suits a GPU).")] = TrainConfig.batch_size,

@@ -90,6 +90,25 @@ def test_window_auto_shortens_as_metrics_are_added():
                               exclude=[f"m{j}" for j in range(1, 19)])["window"] == 64
 
 
+def test_a_window_of_many_metrics_gets_the_narrower_default_width(tmp_path):
+    pytest.importorskip("torch")
+    from vae_anomaly import Scorer
+    from vae_anomaly.training.config import TrainConfig
+    from vae_anomaly.training.fit import WIDE_WINDOW_HIDDEN, fit_file
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((240, 17)), columns=[f"m{j}" for j in range(17)])
+    frame.insert(0, "timestamp", pd.date_range("2026-01-01", periods=240, freq="5min").astype(str))
+    frame.to_csv(tmp_path / "s.csv", index=False)
+    widths = {}
+    for window, hidden in (("auto", None), (8, None), ("auto", (32, 32))):  # 16 x 17 = 272 values; 8 x 17 = 136
+        fit_file(tmp_path / "s.csv", tmp_path / "m.onnx", window=window, config=TrainConfig(epochs=1, hidden=hidden))
+        meta = Scorer(tmp_path / "m.onnx").metadata
+        widths[window, hidden] = (meta["series"]["window"], tuple(meta["training"]["architecture"]["hidden"]))
+    assert widths["auto", None] == (16, WIDE_WINDOW_HIDDEN)
+    assert widths[8, None] == (8, (256, 256, 256)) and widths["auto", (32, 32)] == (16, (32, 32))
+
+
 def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():
     n, w = 400, 10
     table = pa.table({"timestamp": pa.array(np.arange(n) * STEP, pa.timestamp("ns")), "v": np.arange(n, dtype=float)})

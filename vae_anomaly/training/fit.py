@@ -6,6 +6,7 @@ Importing this module does not import torch; calling :func:`fit_file` does.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..deploy import schema, series
@@ -20,6 +21,14 @@ from ..deploy.io import (
 from ..deploy.tables import DEFAULT_CSV, TABLE_SUFFIXES, CsvFormat, file_schema, read_table
 from ..errors import InputValidationError
 from .config import ProgressCallback, TrainConfig, check_config
+
+#: the hidden widths of a window model whose window holds more than
+#: :data:`~vae_anomaly.deploy.series.AUTO_WINDOW_VALUES` values (many metrics), unless ``hidden`` is
+#: set: the fit-time floor of issue 30 (8,640 steps of 19 metrics within a minute on 2 cores) rules
+#: out three layers of 256 at the full step budget (about 1.5 minutes); of the variants that hold
+#: it, three layers of 128 kept the ROC-AUC of 256 on the ASD servers, where a third of the steps
+#: lost 0.017 (benchmarks/README.md, "Server metrics: SMD and ASD (issue 30)")
+WIDE_WINDOW_HIDDEN = (128, 128, 128)
 
 
 def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.onnx", *,
@@ -94,6 +103,9 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
         categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order,
         time_unit=time_unit)
+    if series_spec is not None and cfg.hidden is None and \
+            series_spec["window"] * len(series_spec["metrics"]) > series.AUTO_WINDOW_VALUES:
+        cfg = replace(cfg, hidden=WIDE_WINDOW_HIDDEN)
     C = read_matrix(condition, csv_format) if condition is not None else None
     C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
