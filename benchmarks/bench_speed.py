@@ -32,13 +32,18 @@ Prints markdown tables:
    rows x 64 standard-normal features (1k, 10k, 100k, 1M), with its epochs, gradient steps and
    whether early stopping ended it, beside PyOD's VAE fitted on the same rows in process (up to
    --pyod-max-rows: at its 30 epochs of 32-row batches, 100k rows would take it about 12 minutes);
-6. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
+6. server fits (issue 30): `vae-anomaly fit <server>_train.csv --window auto -o model.onnx` (the
+   defaults, a CLI subprocess from process start, once each) on --servers of ../shared/datasets
+   (an ASD server, 8,640 rows x 19 metrics every 5 minutes: goal 60 s; an SMD machine, 23,699 x 38
+   a minute: goal 180 s), with the window, epochs and gradient steps it chose, beside KNN on 16-step
+   windows (benchmarks/servers.py) fitted and scoring the test half in process;
+7. with CUDA only: training seconds per epoch on the random case's fit rows (batch 128 / 4096,
    float32 / bf16 autocast, torch.compile).
 --json PATH also writes every figure, the command and the git state (benchmarks/provenance.py).
 
     python benchmarks/bench_speed.py [--rows 200000] [--fit-rows 20000] [--big-gb 1.0] [--repeat 3]
         [--data ../shared/datasets/6_cardio.npz] [--fit-sizes 1000,10000,100000,1000000]
-        [--pyod-max-rows 10000] [--json PATH]
+        [--pyod-max-rows 10000] [--servers asd/omi-1,smd/machine-2-2] [--only-servers] [--json PATH]
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import servers  # benchmarks/servers.py, beside this script
 from provenance import git_state  # benchmarks/provenance.py, beside this script
 from pyod.models.vae import VAE as PyodVAE
 
@@ -231,6 +237,36 @@ def fit_size_rows(sizes: list[int], folder: Path, pyod_max_rows: int, d: int = 6
     return out
 
 
+#: the fit-time goals of issue 30 on 2 cores, seconds, by dataset folder
+SERVER_FIT_GOALS = {"asd": 60.0, "smd": 180.0}
+
+
+def server_fit_rows(names: list[str], folder: Path) -> list[dict]:
+    """``vae-anomaly fit <server>_train.csv --window auto`` from process start, once per server
+    (``asd/omi-1``), with the model it chose, beside KNN on 16-step windows (fit and score the test half)."""
+    out = []
+    for name in names:
+        kind, server = name.split("/")
+        train = ROOT.parent / "shared" / "datasets" / kind / f"{server}_train.csv"
+        t = time.perf_counter()
+        cli("fit", train, "--window", "auto", "-o", folder / f"{server}.onnx", "--seed", "0")
+        seconds = time.perf_counter() - t
+        scorer = Scorer(folder / f"{server}.onnx")
+        training = scorer.metadata["training"]
+        t = time.perf_counter()
+        servers.knn(servers.load(server), 0)
+        knn_s = time.perf_counter() - t
+        with open(train) as f:
+            rows = sum(1 for _ in f) - 1
+        out.append({"server": name, "rows": rows,
+                    "metrics": len(scorer.series["metrics"]), "window": scorer.series["window"],
+                    "ours_fit_cli_s": seconds, "goal_s": SERVER_FIT_GOALS.get(kind), "epochs_run": training["epochs_run"],
+                    "steps": training["epochs_run"] * -(-training["n_train"] // training["config"]["batch_size"]),
+                    "knn_windows_fit_and_score_s": knn_s})
+        print(f"fit {name}: {seconds:.1f} s", file=sys.stderr)
+    return out
+
+
 def cuda_rows(X: np.ndarray) -> list[dict]:
     """Training seconds per epoch on CUDA (3 epochs, default model) per batch size, precision, compile."""
     from vae_anomaly.training.train import TrainConfig, train
@@ -243,6 +279,14 @@ def cuda_rows(X: np.ndarray) -> list[dict]:
         out.append({"gpu": torch.cuda.get_device_name(), "batch_size": batch, "precision": precision,
                     "compile": compiled, "s_per_epoch": gpu.summary["seconds"] / gpu.summary["epochs_run"]})
     return out
+
+
+def print_server_fits(rows: list[dict]) -> None:
+    print("\n| server fit (CLI, --window auto) | rows x metrics | window | epochs | gradient steps | ours fit s | goal s | "
+          "KNN on 16-step windows, fit + score the test half, s |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['server']} | {r['rows']:,} x {r['metrics']} | {r['window']} | {r['epochs_run']} | {r['steps']:,} | "
+              f"{r['ours_fit_cli_s']:.1f} | {r['goal_s']:.0f} | {r['knn_windows_fit_and_score_s']:.1f} |")
 
 
 def print_tables(cases: dict, rss: dict, sized: list[dict], cuda: list[dict]) -> None:
@@ -304,6 +348,9 @@ def main() -> None:
     ap.add_argument("--fit-sizes", default="1000,10000,100000,1000000",
                     help="rows of the sized fits (comma-separated; empty = none)")
     ap.add_argument("--pyod-max-rows", type=int, default=10_000, help="the largest sized fit PyOD's VAE also runs")
+    ap.add_argument("--servers", default="asd/omi-1,smd/machine-2-2",
+                    help="server fits, kind/name of ../shared/datasets (comma-separated; empty = none)")
+    ap.add_argument("--only-servers", action="store_true", help="measure the server fits alone")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -315,19 +362,24 @@ def main() -> None:
             "random": (rng.standard_normal((args.fit_rows, d), dtype=np.float32),
                        rng.standard_normal((args.rows, d), dtype=np.float32))}
     print(f"{torch.get_num_threads()} torch threads; each figure the best of {args.repeat} runs")
+    cases, rss, sized, cuda = {}, {}, [], []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        cases = {name: run_case(X_fit, X_score, tmp / name, args.repeat) for name, (X_fit, X_score) in data.items()}
-        rss = rss_rows(tmp / "random" / "model.onnx", tmp, args.big_gb, d)
-        sized = fit_size_rows([int(v) for v in args.fit_sizes.split(",") if v], tmp, args.pyod_max_rows)
-    cuda = cuda_rows(data["random"][0]) if torch.cuda.is_available() else []
-    print_tables(cases, rss, sized, cuda)
+        fits = server_fit_rows([v for v in args.servers.split(",") if v], tmp)
+        if not args.only_servers:
+            cases = {name: run_case(X_fit, X_score, tmp / name, args.repeat) for name, (X_fit, X_score) in data.items()}
+            rss = rss_rows(tmp / "random" / "model.onnx", tmp, args.big_gb, d)
+            sized = fit_size_rows([int(v) for v in args.fit_sizes.split(",") if v], tmp, args.pyod_max_rows)
+    if not args.only_servers:
+        cuda = cuda_rows(data["random"][0]) if torch.cuda.is_available() else []
+        print_tables(cases, rss, sized, cuda)
+    print_server_fits(fits)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": " ".join(["python", "benchmarks/bench_speed.py", *sys.argv[1:]]),
                                          **git_state(ROOT), "torch_threads": torch.get_num_threads(),
                                          "repeat": args.repeat, "knn_rows": KNN_ROWS, "cases": cases, "peak_rss": rss, "fit_sizes": sized,
-                                         "cuda_training": cuda}, indent=1))
+                                         "cuda_training": cuda, "server_fits": fits}, indent=1))
 
 
 if __name__ == "__main__":
