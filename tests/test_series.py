@@ -90,11 +90,11 @@ def test_window_auto_shortens_as_metrics_are_added():
                               exclude=[f"m{j}" for j in range(1, 19)])["window"] == 64
 
 
-def test_a_window_of_many_metrics_gets_the_narrower_default_width(tmp_path):
+def test_a_window_of_many_metrics_gets_the_narrower_default_width_and_budget(tmp_path):
     pytest.importorskip("torch")
     from vae_anomaly import Scorer
     from vae_anomaly.training.config import TrainConfig
-    from vae_anomaly.training.fit import WIDE_WINDOW_HIDDEN, fit_file
+    from vae_anomaly.training.fit import WIDE_WINDOW, fit_file
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.standard_normal((240, 17)), columns=[f"m{j}" for j in range(17)])
@@ -104,9 +104,10 @@ def test_a_window_of_many_metrics_gets_the_narrower_default_width(tmp_path):
     for window, hidden in (("auto", None), (8, None), ("auto", (32, 32))):  # 16 x 17 = 272 values; 8 x 17 = 136
         fit_file(tmp_path / "s.csv", tmp_path / "m.onnx", window=window, config=TrainConfig(epochs=1, hidden=hidden))
         meta = Scorer(tmp_path / "m.onnx").metadata
-        widths[window, hidden] = (meta["series"]["window"], tuple(meta["training"]["architecture"]["hidden"]))
-    assert widths["auto", None] == (16, WIDE_WINDOW_HIDDEN)
-    assert widths[8, None] == (8, (256, 256, 256)) and widths["auto", (32, 32)] == (16, (32, 32))
+        widths[window, hidden] = (meta["series"]["window"], tuple(meta["training"]["architecture"]["hidden"]),
+                                  meta["training"]["config"]["target_steps"])
+    assert widths["auto", None] == (16, WIDE_WINDOW["hidden"], 0)
+    assert widths[8, None] == (8, (256, 256, 256), 8000) and widths["auto", (32, 32)] == (16, (32, 32), 8000)
 
 
 def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():
