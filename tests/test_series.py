@@ -104,10 +104,12 @@ def test_a_window_of_many_metrics_gets_the_narrower_default_width_and_budget(tmp
     for window, hidden in (("auto", None), (8, None), ("auto", (32, 32))):  # 16 x 17 = 272 values; 8 x 17 = 136
         fit_file(tmp_path / "s.csv", tmp_path / "m.onnx", window=window, config=TrainConfig(epochs=1, hidden=hidden))
         meta = Scorer(tmp_path / "m.onnx").metadata
+        config = meta["training"]["config"]
         widths[window, hidden] = (meta["series"]["window"], tuple(meta["training"]["architecture"]["hidden"]),
-                                  meta["training"]["config"]["target_steps"])
-    assert widths["auto", None] == (16, WIDE_WINDOW["hidden"], 0)
-    assert widths[8, None] == (8, (256, 256, 256), 8000) and widths["auto", (32, 32)] == (16, (32, 32), 8000)
+                                  config["target_steps"], config["max_steps"])
+    assert widths["auto", None] == (16, WIDE_WINDOW["hidden"], 0, WIDE_WINDOW["max_steps"])
+    assert widths[8, None] == (8, (256, 256, 256), 8000, 20000)
+    assert widths["auto", (32, 32)] == (16, (32, 32), 8000, 20000)
 
 
 def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():

@@ -49,8 +49,9 @@ def auto_window(n_metrics: int) -> int:
     The largest power of two with W · n_metrics <= :data:`AUTO_WINDOW_VALUES`, within
     :data:`AUTO_WINDOW_RANGE`: 64 steps for 1 to 4 metrics, 32 for 5 to 8, 16 for 9 or more. The
     ends were measured: 64 had the best mean average precision among 16, 32, 64 and 128 on NAB's 29
-    one-metric series; 16 beat 64 (and 8) on the ASD servers' 19 metrics and was confirmed on the SMD
-    machines' 38 (benchmarks/README.md); 32 between them is not measured.
+    one-metric series; 16 beat 64 (and 8) on the ASD servers' 19 metrics, and with it the SMD
+    machines' 38 rank above KNN on one machine of two (benchmarks/README.md, "Server metrics: SMD
+    and ASD (issue 30)"); 32 between them is not measured.
     """
     lo, hi = AUTO_WINDOW_RANGE
     fit = 1 << max(0, (AUTO_WINDOW_VALUES // max(1, int(n_metrics))).bit_length() - 1)
