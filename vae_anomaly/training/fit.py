@@ -160,7 +160,7 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
                                        "numeric metrics, without --val or --categorical (the calibration windows "
                                        "are the end of the series).")
         spec = series.series_spec(file_schema(normal_file, csv_format),
-                                  window=window if window == "auto" else int(window),
+                                  window=window,
                                   time_column=time_column, exclude=exclude, id_columns=id_columns,
                                   time_unit=time_unit, name=str(normal_file))
         # read as scoring reads it: every metric float64 whatever its first MiB held, the time column as text
