@@ -15,6 +15,9 @@ window. Variants of the score of timestamp t (the window ending at t):
 * ``last1``, ``last4``, ``last8``, ``last16``: the terms of the last 1, 4, 8, 16 steps (``last1`` is
   Donut's score: the reconstruction term of the window's last point);
 * ``max``: the largest term of the window; ``ne+last1``: neg-elbo / W + the last step's term;
+* ``soft10``, ``soft30``, ``cap10``, ``cap30`` (issue 32, item 4: one extreme slot does not dominate):
+  the negative ELBO with each window slot's term t bounded at c = 10 or 30 nats, softly
+  (c + log(1 + t − c) above c: slope 1 at c, logarithmic beyond) or by a cap (min(t, c));
 * ``knn`` and ``iforest`` on the same windows, fitted on all training windows.
 
 ``--conv`` fits the convolutional VAE (``--arch conv``) on windows shaped (1, 1, W): 3×3 kernels,
@@ -35,7 +38,15 @@ import numpy as np
 
 import nab  # benchmarks/nab.py, beside this script
 
-VARIANTS = ["neg-elbo", "recon", "last1", "last4", "last8", "last16", "max", "ne+last1", "knn", "iforest"]
+VARIANTS = ["neg-elbo", "recon", "last1", "last4", "last8", "last16", "max", "ne+last1", "soft10", "soft30", "cap10",
+            "cap30", "knn", "iforest"]
+
+
+def bounded(terms: np.ndarray, c: float, soft: bool) -> np.ndarray:
+    """Each per-feature term t (nats) bounded at c: c + log(1 + t − c) above c (``soft``), or min(t, c)."""
+    if soft:
+        return np.where(terms <= c, terms, c + np.log1p(np.maximum(terms - c, 0.0)))
+    return np.minimum(terms, c)
 
 
 def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bool, seed: int, tmp: Path) -> dict:
@@ -62,7 +73,10 @@ def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bo
     ft = model.feature_terms(X.reshape(shape))
     scores = {"neg-elbo": ne, "recon": ft.sum(1), "last1": ft[:, -1], "last4": ft[:, -4:].sum(1),
               "last8": ft[:, -8:].sum(1), "last16": ft[:, -16:].sum(1), "max": ft.max(1),
-              "ne+last1": ne / w + ft[:, -1], "knn": nab.knn_scores(X[:n_tr], X)[0],
+              "ne+last1": ne / w + ft[:, -1],
+              **{f"{kind}{c}": ne - ft.sum(1) + bounded(ft, c, kind == "soft").sum(1)
+                 for kind in ("soft", "cap") for c in (10, 30)},
+              "knn": nab.knn_scores(X[:n_tr], X)[0],
               "iforest": nab.iforest_scores(X[:n_tr], X, seed)}
     out = {v: nab.evaluate(ser, nab.expand(s, ser["n"], w), None) for v, s in scores.items()}
     out["fit_s"] = t_fit
