@@ -116,7 +116,7 @@ def test_the_calibration_block_is_the_end_of_the_series_and_shares_no_step():
     n, w = 400, 10
     table = pa.table({"timestamp": pa.array(np.arange(n) * STEP, pa.timestamp("ns")), "v": np.arange(n, dtype=float)})
     spec = series.series_spec(table.schema, window=w)
-    train, val, spec = series.fit_windows(table, spec, val_fraction=0.2)
+    train, val, spec, *_ = series.fit_windows(table, spec, val_fraction=0.2)
     assert spec["step_seconds"] == 300.0 and spec["inserted_steps"] == 0
     assert val[-1, -1] == n - 1                                  # the block ends with the series
     assert train[:, -1].max() < val[:, 0].min()                 # no time step in both blocks
@@ -128,7 +128,7 @@ def test_a_series_that_leaves_fewer_training_windows_than_it_drops_warns():
     table = pa.table({"timestamp": pa.array(t.astype("datetime64[ns]")), "value": np.sin(np.arange(140.0))})
     spec = series.series_spec(table.schema, window=48)
     with pytest.warns(UserWarning, match="93 full windows of 48 steps leave 27 to train on"):
-        train, val, _ = series.fit_windows(table, spec, val_fraction=0.2)
+        train, val, *_ = series.fit_windows(table, spec, val_fraction=0.2)
     assert (len(train), len(val)) == (27, 19)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -140,7 +140,7 @@ def test_labelled_points_become_missing_values():
     table = pa.table({"timestamp": pa.array(np.arange(n) * STEP, pa.timestamp("ns")), "v": np.ones(n)})
     labels = np.zeros(n)
     labels[50] = 1
-    train, _, _ = series.fit_windows(table, series.series_spec(table.schema, window=8), val_fraction=0.2, labels=labels)
+    train, *_ = series.fit_windows(table, series.series_spec(table.schema, window=8), val_fraction=0.2, labels=labels)
     assert np.isnan(train).sum() == 8                            # point 50 sits in 8 windows
 
 
@@ -219,7 +219,20 @@ def test_a_clock_stepping_back_scores_as_read_like_the_corrected_series(work):
     assert outs[0].stdout == outs[1].stdout and "1 rows whose timestamp repeats or goes back" in outs[0].stderr
     got, want = (pd.read_csv(io.StringIO(r.stdout)) for r in (outs[0], outs[2]))
     assert got["timestamp"].tolist() == back.dt.strftime("%Y-%m-%d %H:%M:%S").tolist()   # carried as read
-    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].to_numpy())
+    from vae_anomaly import Scorer
+    from vae_anomaly.deploy.series_run import SeriesRun
+    from vae_anomaly.deploy.tables import read_table
+
+    scorer = Scorer(work / "model.onnx")
+    windows = [SeriesRun(scorer, time_order="as-read").windows(read_table(work / f)) for f in ("back.csv", "fixed.csv")]
+    np.testing.assert_array_equal(windows[0][0], windows[1][0])  # the same steps in the same windows
+    # the time of day a model with seasons is conditioned on is the clock as read: 55 minutes behind
+    # the corrected one from row 300 on, the same before it
+    assert scorer.series["season"] == ["day"]
+    same = np.arange(len(got)) < 300
+    np.testing.assert_array_equal(windows[0][2][same], windows[1][2][same])
+    assert not np.allclose(windows[0][2][~same], windows[1][2][~same])
+    np.testing.assert_array_equal(got["score"].to_numpy()[same], want["score"].to_numpy()[same])
 
 
 def test_dask_scores_a_series_like_local_scoring(work):
@@ -296,7 +309,7 @@ def test_a_window_fit_reads_types_from_every_row_of_a_real_server_file():
     from vae_anomaly.deploy.tables import DEFAULT_CSV
 
     # metric 'so' is 0 for hours, then 0.25 after the first MiB
-    X, X_val, _, spec = _training_rows(SHARED_SMD / "machine-2-2_train.csv", None, DEFAULT_CSV, val_fraction=0.2,
+    X, X_val, _, spec, *_ = _training_rows(SHARED_SMD / "machine-2-2_train.csv", None, DEFAULT_CSV, val_fraction=0.2,
                                        exclude=None, id_columns=None, categorical=None, window=4, time_column=None,
                                        labels=None, time_order="strict", time_unit=None)
     assert len(spec["metrics"]) == 38 and X.shape[1] == 4 * 38 and np.isfinite(X_val).all()
@@ -570,8 +583,8 @@ def test_each_row_names_its_metrics_with_shares_of_its_score_alike_in_every_form
         assert a.keys() == b.keys() and all(abs(a[m] - b[m]) <= 5e-5 for m in a)
     # the shares are the positive parts of each metric's window slots' terms, found here by slot name
     scorer = Scorer(folder / "model.onnx")
-    x, _ = read_windows(folder / "test.csv", scorer.series)  # the full windows: rows W − 1 on (no gaps here)
-    terms = scorer.predict(x, feature_terms=True).feature_terms
+    x, _, season = read_windows(folder / "test.csv", scorer.series)  # the full windows: rows W − 1 on (no gaps here)
+    terms = scorer.predict(x, feature_terms=True, condition=season).feature_terms
     names = np.array([n.split("@")[0] for n in scorer.input_names])
     positive = np.clip(terms, 0, None)
     mem = positive[:, names == "mem"].sum(axis=1) / positive.sum(axis=1)

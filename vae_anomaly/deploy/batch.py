@@ -98,7 +98,10 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     scorer = model if isinstance(model, Scorer) else Scorer(model)
     conds = read_matrix(condition, csv_format) if condition is not None else None
     # a missing, needless or malformed condition file fails before any output is written
-    conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
+    if scorer.series is not None:
+        series.refuse_condition(conds, f"--condition {condition}")
+    else:
+        conditions.encode(conds, scorer.condition, 0 if conds is None else len(conds), str(condition or new_file))
     series.check_time_order(time_order, series_model=scorer.series is not None)
     if state is not None and scorer.series is None:
         raise InputValidationError("--state: the model was not fitted on a series (fit --window); its rows do not "
@@ -120,11 +123,11 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
     with contextlib.ExitStack() as stack:
         f = sys.stdout.buffer if output is None else stack.enter_context(atomic_write(output))
         writer = None
-        for raw, ids, warmup in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag, run):
+        for raw, ids, warmup, season in _read_chunks(new_file, scorer, chunk_rows, csv_format, flag, run):
             x = scorer.check_rows(raw, name=name, allow_nonfinite=flag or scorer.masked, first_row=done)
             res = scorer.predict(x, score=score, threshold=threshold, alpha=alpha, name=name,
                                  nan_policy=nan_policy, feature_terms=features > 0 or grouped,
-                                 condition=None if conds is None else conds[done : done + x.shape[0]])
+                                 condition=season if conds is None else conds[done : done + x.shape[0]])
             if run is not None:
                 res = run.decide(res, warmup)
             column, top = attribution(res, scorer, features) if features > 0 else (None, None)
@@ -183,8 +186,8 @@ def score_file(new_file: str | os.PathLike, model: str | os.PathLike | Scorer = 
 
 def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, allow_missing: bool,
                  run: SeriesRun | None = None):
-    """(rows, ID columns or None, warm-up mask or None) chunks of a file: a window model's series
-    through ``run``; a table model's tables are read by column name and encoded
+    """(rows, ID columns or None, warm-up mask or None, the seasons' condition or None) chunks of a
+    file: a window model's series through ``run``; a table model's tables are read by column name and encoded
     (:mod:`vae_anomaly.deploy.schema`); anything else is read as a matrix."""
     if run is not None:
         yield from _read_series(path, run, chunk_rows, csv_format)
@@ -192,19 +195,19 @@ def _read_chunks(path, scorer: Scorer, chunk_rows: int, csv_format: CsvFormat, a
     spec = scorer.table
     if spec is None or Path(path).suffix.lower() not in TABLE_SUFFIXES:
         for raw in iter_matrix_chunks(path, chunk_rows, csv_format):
-            yield raw, None, None
+            yield raw, None, None, None
         return
     done = 0
     for table in iter_table(path, chunk_rows, csv_format, column_types=schema.read_types(spec),
                             columns=schema.needed_columns(spec)):
         yield (scorer.encode_table(table, name=str(path), first_row=done, allow_missing=allow_missing),
-               schema.id_values(table, spec, name=str(path)), None)
+               schema.id_values(table, spec, name=str(path)), None, None)
         done += table.num_rows
 
 
 def _read_series(path, run: SeriesRun, chunk_rows: int, csv_format: CsvFormat):
-    """(window rows, ID columns, warm-up mask) chunks of a series file for a window model: each input
-    row's window of the W steps ending at its timestamp (:meth:`SeriesRun.windows
+    """(window rows, ID columns, warm-up mask, condition) chunks of a series file for a window model:
+    each input row's window of the W steps ending at its timestamp (:meth:`SeriesRun.windows
     <vae_anomaly.deploy.series_run.SeriesRun.windows>`, which carries the last W − 1 steps across
     chunks and runs), and its time and ID columns as read."""
     spec = run.spec
@@ -214,8 +217,8 @@ def _read_series(path, run: SeriesRun, chunk_rows: int, csv_format: CsvFormat):
     done = 0
     for table in iter_table(path, chunk_rows, csv_format, column_types=series.read_types(spec),
                             columns=series.needed_columns(spec)):
-        windows, warmup = run.windows(table, first_row=done)
-        yield windows, table.select(spec["id_columns"]), warmup
+        windows, warmup, condition = run.windows(table, first_row=done)
+        yield windows, table.select(spec["id_columns"]), warmup, condition
         done += table.num_rows
     windower = run.windower
     if windower.inserted:

@@ -98,9 +98,11 @@ def recalibrate_file(model_path: str | os.PathLike, val_file: str | os.PathLike,
     y = read_matrix(labels).ravel() if labels is not None else None
     model = Scorer(model_path)
     spec = model.series
+    conds = read_matrix(condition) if condition is not None else None
     if spec is not None:  # a window model: the series' full windows, its columns matched by name
-        rows, y = series.read_windows(val_file, spec, labels=y)
+        series.refuse_condition(conds, f"--condition {condition}")
+        rows, y, conds = series.read_windows(val_file, spec, labels=y)
     else:
         rows = read_rows(val_file, table=model.table)
     return recalibrate(model_path, rows, labels=y, alpha=alpha, target=target, recall=recall,
-                       name=str(val_file), condition=read_matrix(condition) if condition is not None else None)
+                       name=str(val_file), condition=conds)

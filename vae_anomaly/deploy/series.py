@@ -19,9 +19,15 @@ Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018).
 * **Streaming**: :class:`Windower` carries the last W − 1 steps from one chunk to the next, so the
   windows, and the scores, are the same for any chunk size.
 
+* **Seasons**: when the training period spans at least two days (two weeks), the time of day (and
+  of week) of each window's last step is the model's condition (:func:`season_parts`,
+  :func:`window_condition`): known at scoring, fed to the encoder, the decoder and the prior, never
+  scored.
+
 The metadata entry ``series`` records ``window`` (W), ``time_column``, ``step_seconds``,
-``metrics`` and ``id_columns`` (the time column first), and ``time_unit`` when the time column holds
-epoch numbers (:func:`timestamps_ns`, the one parser of the time column at fit and at score).
+``metrics`` and ``id_columns`` (the time column first), ``time_unit`` when the time column holds
+epoch numbers (:func:`timestamps_ns`, the one parser of the time column at fit and at score), and
+``season`` (the seasons of the condition; absent or empty for none).
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ AUTO_WINDOW_VALUES = 256
 #: how rows whose timestamp repeats or goes back are treated: refused, or taken in file order
 TIME_ORDERS = ("strict", "as-read")
 _TIME_NAMES = ("timestamp", "time")
+#: the seasons a window model can be conditioned on: (period in seconds, the training span in days
+#: from which it is), benchmarks/README.md, "NAB: metric series", "Seasons"
+SEASONS = {"day": (86_400, 2.0), "week": (7 * 86_400, 14.0)}
+#: seasons are measured on one-metric series (NAB); a series of more metrics gets none
+SEASON_MAX_METRICS = 4
+_MONDAY_OFFSET_S = 3 * 86_400  # 1970-01-01, day 0 of epoch time, was a Thursday: weeks start on Monday 00:00
 
 
 def auto_window(n_metrics: int) -> int:
@@ -56,6 +68,47 @@ def auto_window(n_metrics: int) -> int:
     lo, hi = AUTO_WINDOW_RANGE
     fit = 1 << max(0, (AUTO_WINDOW_VALUES // max(1, int(n_metrics))).bit_length() - 1)
     return int(min(hi, max(lo, fit)))
+
+
+def season_parts(t: np.ndarray, n_metrics: int) -> list[str]:
+    """The seasons (keys of :data:`SEASONS`) that a training period with timestamps ``t`` (int64 ns,
+    in order) spans at least twice over: the day from 2 days, the week from 14; none for more than
+    :data:`SEASON_MAX_METRICS` metrics (not measured there)."""
+    span_days = (int(t[-1]) - int(t[0])) / 86_400e9 if t.size else 0.0
+    if n_metrics > SEASON_MAX_METRICS:
+        return []
+    return [part for part, (_, days) in SEASONS.items() if span_days >= days]
+
+
+def window_condition(spec: dict, t: np.ndarray) -> np.ndarray | None:
+    """A window model's condition for the windows ending at ``t`` (int64 ns): sin and cos of the
+    phase of each season in ``spec["season"]`` (the time of day, Monday-based time of week, of the
+    timestamps as read: a naive time column's clock, UTC for one with a time zone), float32
+    (n, 2 per season); None for a model without seasons. The one computation of the condition at
+    fit, calibrate, report and score (CLI, Python, HTTP, Dask)."""
+    parts = spec.get("season") or []
+    if not parts:
+        return None
+    cols = []
+    for part in parts:
+        period_s = SEASONS[part][0]
+        offset_ns = _MONDAY_OFFSET_S * 10**9 if part == "week" else 0
+        phase = np.mod(t.astype(np.int64) + offset_ns, period_s * 10**9) / (period_s * 1e9)  # exact in int64, then [0, 1)
+        cols += [np.sin(2 * np.pi * phase), np.cos(2 * np.pi * phase)]
+    return np.column_stack(cols).astype(np.float32)
+
+
+def refuse_condition(given, name: str) -> None:
+    """A window model takes no condition from its caller (its seasons' condition comes from the time
+    column, :func:`window_condition`).
+
+    Raises
+    ------
+    InputValidationError : ``given`` is not None.
+    """
+    if given is not None:
+        raise InputValidationError(f"{name}: a window model takes no condition; a model with seasons computes the "
+                                   "time of day and week from the time column. Score without a condition.")
 
 
 def find_time_column(arrow_schema, time_column: str | None, name: str) -> str:
@@ -446,10 +499,11 @@ class Windower:
 
 
 def table_windows(table, spec: dict, *, name: str = "X", labels: np.ndarray | None = None,
-                  time_order: str = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+                  time_order: str = "strict") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """A whole series table's full windows for a window model (``calibrate``): the rows with W − 1
-    steps before them, float64 (n, W·d), and their labels (None without), matched by the model's
-    column names and read with the model's time parser.
+    steps before them, float64 (n, W·d), their labels (None without) and their condition
+    (:func:`window_condition`, None for a model without seasons), matched by the model's column
+    names and read with the model's time parser.
 
     Raises
     ------
@@ -466,20 +520,24 @@ def table_windows(table, spec: dict, *, name: str = "X", labels: np.ndarray | No
     if not full.any():
         raise InputValidationError(f"{name}: {values.shape[0]} rows hold no full window of {spec['window']} steps; "
                                    "expected a longer series.")
-    return windows[full], None if labels is None else np.asarray(labels).ravel()[full]
+    condition = window_condition(spec, t[full])
+    return windows[full], None if labels is None else np.asarray(labels).ravel()[full], condition
 
 
-def read_windows(path, spec: dict, *, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_windows(path, spec: dict, *, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None,
+                                                                                 np.ndarray | None]:
     """A whole series file (.csv or .parquet) read as ``score`` reads it for a window model (its
     columns by name, metrics float64, the time column through :func:`timestamps_ns`): its full
-    windows and their labels, as :func:`table_windows` gives them (``calibrate``, ``report``)."""
+    windows, their labels and their condition, as :func:`table_windows` gives them (``calibrate``,
+    ``report``)."""
     table = read_table(path, column_types=read_types(spec), columns=needed_columns(spec))
     return table_windows(table, spec, name=str(path), labels=labels)
 
 
 def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | None = None, name: str = "X",
-                min_val: int = 5, time_order: str = "strict") -> tuple[np.ndarray, np.ndarray, dict]:
-    """Training and calibration windows of a series, and its spec with the step filled in.
+                min_val: int = 5, time_order: str = "strict", seasons: bool = True) -> tuple:
+    """Training and calibration windows of a series, its spec with the step and the seasons filled
+    in, and the windows' conditions.
 
     Known anomalous points (``labels`` == 1, one label per row) become missing values, so they are
     left out of the likelihood (Donut's modified ELBO). Windows start at the W-th time step (every
@@ -490,9 +548,14 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     calibration window shares a time step with a training window. ``time_order`` is as in
     :class:`Windower`.
 
+    The seasons (``spec["season"]``, :func:`season_parts`) are those the series' timestamps span at
+    least twice over (none with ``seasons`` False); the conditions are their
+    :func:`window_condition` at each window's last step.
+
     Returns
     -------
-    (X_train float64 (n_train, W·d), X_val float64 (n_val, W·d), spec)
+    (X_train float64 (n_train, W·d), X_val float64 (n_val, W·d), spec, C_train float32
+    (n_train, m) or None, C_val float32 (n_val, m) or None)
 
     Raises
     ------
@@ -532,7 +595,10 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
         warnings.warn(f"{name}: {usable.shape[0]} full windows of {w} steps leave {n_train} to train on ({n_val} "
                       f"calibrate, {w - 1} between the blocks are dropped); a longer series or a smaller --window "
                       "gives the model more to learn from.")
-    out = {**spec, "step_seconds": step / 1e9, "inserted_steps": int(windower.inserted)}
+    out = {**spec, "step_seconds": step / 1e9, "inserted_steps": int(windower.inserted),
+           "season": season_parts(t, len(spec["metrics"])) if seasons else []}
     if windower.out_of_order:
         out["out_of_order_rows"] = windower.out_of_order
-    return usable[:n_train], usable[-n_val:], out
+    c = window_condition(out, t[windower.positions >= w - 1])
+    return (usable[:n_train], usable[-n_val:], out, None if c is None else c[:n_train],
+            None if c is None else c[-n_val:])

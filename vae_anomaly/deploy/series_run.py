@@ -144,9 +144,11 @@ class SeriesRun:
         self.warmup_rows = 0
         self._t = np.empty(0, np.int64)  # the timestamps of the last chunk
 
-    def windows(self, table, *, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(window rows float64 (n, W·d), warm-up bool (n,)) of the next chunk of the series, a
-        pyarrow Table of the model's time and metric columns.
+    def windows(self, table, *, first_row: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(window rows float64 (n, W·d), warm-up bool (n,), condition float32 (n, m) or None) of the
+        next chunk of the series, a pyarrow Table of the model's time and metric columns; the
+        condition is the seasons' (:func:`~vae_anomaly.deploy.series.window_condition`), None for a
+        model without them.
 
         Raises
         ------
@@ -162,7 +164,7 @@ class SeriesRun:
                 "series. Score only the rows after it, or name a new state file to start afresh.")
         windows = self.windower.add(t, values)
         self.rows, self._t = self.rows + t.size, t
-        return windows, self.windower.warmup.copy()
+        return windows, self.windower.warmup.copy(), series.window_condition(self.spec, t)
 
     def prime(self, table) -> None:
         """Take a table of the rows just before the series' next chunk as its history (at most the

@@ -13,7 +13,7 @@ import numpy as np
 from ..deploy.io import atomic_write, check_output_folder, read_matrix, read_rows
 from ..deploy.monitoring import top_features
 from ..deploy.scorer import Scorer
-from ..deploy.series import read_windows
+from ..deploy.series import read_windows, refuse_condition
 from ..errors import InputValidationError, OutputWriteError
 
 
@@ -150,10 +150,11 @@ def report_file(new_file: str | os.PathLike, model: str | os.PathLike, output: s
     check_output_folder(output)
     scorer = Scorer(model)
     y = read_matrix(labels).ravel() if labels is not None else None
+    conds = read_matrix(condition) if condition is not None else None
     if scorer.series is not None:  # a window model: the series' full windows, as calibrate reads them
-        rows, y = read_windows(new_file, scorer.series, labels=y)
+        refuse_condition(conds, f"--condition {condition}")
+        rows, y, conds = read_windows(new_file, scorer.series, labels=y)
     else:
         rows = read_rows(new_file, table=scorer.table)
     x = scorer.check_rows(rows, name=str(new_file), allow_nonfinite=scorer.masked)
-    write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent,
-                 condition=read_matrix(condition) if condition is not None else None)
+    write_report(scorer, x, output, labels=y, top=top, title=str(new_file), latent=latent, condition=conds)

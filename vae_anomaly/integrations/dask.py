@@ -143,8 +143,8 @@ def _series_scores(before: pd.DataFrame | None, df: pd.DataFrame, model_path: st
     if before is not None:
         run.prime(as_table(before.iloc[max(0, len(before) - (spec["window"] - 1)):].reset_index(drop=True),
                            "dask partition"))
-    windows, warmup = run.windows(as_table(df.reset_index(drop=True), "dask partition"))
-    res = scorer.predict(windows, name="dask partition", threshold=np.inf)
+    windows, warmup, season = run.windows(as_table(df.reset_index(drop=True), "dask partition"))
+    res = scorer.predict(windows, name="dask partition", threshold=np.inf, condition=season)
     out = df[_present(df.columns, spec["id_columns"])].copy()
     out["score"], out["p_value"], out["is_anomaly"], out["_warmup"] = res.scores, res.p_values, res.is_anomaly, warmup
     return out, run.windower.state()

@@ -265,11 +265,12 @@ def top_k(value) -> int:
     raise HTTPError(400, "malformed", f"features: got {str(value)[:40]!r}; expected an integer >= 0.")
 
 
-def _series_windows(run: SeriesRun, form: str, payload) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def _series_windows(run: SeriesRun, form: str, payload) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                  dict | None]:
     """A window model's body (a CSV table, or records, of its time column, metrics and ID columns)
     as window rows, one per body row, through ``run`` (:class:`~vae_anomaly.deploy.series_run.SeriesRun`:
     the body is a series of its own, so its first W − 1 rows have padded windows, marked in the
-    warm-up mask), and its ID columns as sent.
+    warm-up mask), their seasons' condition (None without), and its ID columns as sent.
 
     Raises
     ------
@@ -288,8 +289,8 @@ def _series_windows(run: SeriesRun, form: str, payload) -> tuple[np.ndarray, np.
         if any(time in r for r in payload):
             table = table.append_column(time, pa.array([_text(r.get(time), {}) for r in payload], pa.string()))
         ids = _ids(None, payload, spec)
-    windows, warmup = run.windows(table)
-    return windows, warmup, ids
+    windows, warmup, season = run.windows(table)
+    return windows, warmup, season, ids
 
 
 def score_body(scorer: Scorer, form: str, payload, max_rows: int, time_order: str = "strict", **predict):
@@ -317,8 +318,9 @@ def score_body(scorer: Scorer, form: str, payload, max_rows: int, time_order: st
             name = "request body" if form == "csv" else "request records"
             run = SeriesRun(scorer, name=name, time_order=time_order, score=predict.get("score"),
                             threshold=predict.get("threshold", "auto"), alpha=predict.get("alpha"))
-            X, warmup, ids = _series_windows(run, form, X if form == "csv" else payload)
-            return run.decide(scorer.predict(X, name=name, **predict), warmup), ids
+            series.refuse_condition(predict.pop("condition", None), "condition")
+            X, warmup, season, ids = _series_windows(run, form, X if form == "csv" else payload)
+            return run.decide(scorer.predict(X, name=name, condition=season, **predict), warmup), ids
         if form == "records":
             name = "request records"
             X = _records_table(payload, spec, name) if payload or spec else np.empty((0, scorer.n_features))

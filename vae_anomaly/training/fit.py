@@ -101,15 +101,22 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     check_alpha(alpha)
     model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused now, not when the model is written
     cfg = check_config(config or TrainConfig())
-    X, X_val, table, series_spec = _training_rows(
+    if window is not None and (condition is not None or val_condition is not None):
+        raise InputValidationError("--condition: a window model takes no condition; with a training period of "
+                                   "two days or more its condition is the time of day (and of week), computed "
+                                   "from the time column.")
+    X, X_val, table, series_spec, C, C_val = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
         categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order,
         time_unit=time_unit)
     if series_spec is not None and cfg.hidden is None and \
             series_spec["window"] * len(series_spec["metrics"]) > series.AUTO_WINDOW_VALUES:
         cfg = replace(cfg, **WIDE_WINDOW)
-    C = read_matrix(condition, csv_format) if condition is not None else None
-    C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
+    if series_spec is not None:
+        condition_kind = "numeric"  # the seasons' sin and cos, or none
+    else:
+        C = read_matrix(condition, csv_format) if condition is not None else None
+        C_val = read_matrix(val_condition, csv_format) if val_condition is not None else None
     if (C is None) != (C_val is None) and X_val is not None:
         raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
                                    "conditions too (and only then).")
@@ -152,7 +159,8 @@ def _slot_columns(table: dict | None, series_spec: dict | None) -> list[str] | N
 
 def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,
                    window, time_column, labels, time_order, time_unit):
-    """(X, X_val or None, table schema or None, series spec or None) read from the training files."""
+    """(X, X_val or None, table schema or None, series spec or None, and a series' seasons'
+    conditions of X and X_val or None, None) read from the training files."""
     is_table = Path(normal_file).suffix.lower() in TABLE_SUFFIXES
     if window is not None:
         if not is_table or val is not None or categorical:
@@ -167,9 +175,9 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
         data = read_table(normal_file, csv_format, column_types=series.read_types(spec),
                           columns=series.needed_columns(spec))
         y = read_matrix(labels, csv_format) if labels is not None else None
-        X, X_val, spec = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y, name=str(normal_file),
-                                            time_order=time_order)
-        return X, X_val, None, spec
+        X, X_val, spec, C, C_val = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y,
+                                                      name=str(normal_file), time_order=time_order)
+        return X, X_val, None, spec, C, C_val
     if labels is not None or time_column is not None or time_order != "strict" or time_unit is not None:
         raise InputValidationError("--labels, --time-column, --time-order and --time-unit belong to a series fit: "
                                    "add --window.")
@@ -185,7 +193,7 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
     if val is not None:
         X_val = read_table_rows(val, table, csv_format) if table is not None and Path(val).suffix.lower() \
             in TABLE_SUFFIXES else read_matrix(val, csv_format)
-    return X, X_val, table, None
+    return X, X_val, table, None, None, None
 
 
 def _progress_bar():
