@@ -274,9 +274,10 @@ def score_slices(ser: dict, model: Path, tmp: Path, tag: str) -> tuple[np.ndarra
 
 
 def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, labelled: bool = False,
-                slices: bool = False) -> dict:
+                slices: bool = False, fit_args: tuple[str, ...] = ()) -> dict:
     """The product's --window path on the raw timestamp,value CSV; with ``share`` > 0 the training part
-    is contaminated (:func:`contaminate`) and, with ``labelled``, the spikes are given to fit --labels."""
+    is contaminated (:func:`contaminate`) and, with ``labelled``, the spikes are given to fit --labels;
+    ``fit_args`` are further ``fit`` options (``--fit-args``)."""
     tag = f"{re.sub(r'[^A-Za-z0-9]+', '_', ser['key'])}_prod_W{w}_s{seed}_c{share}_{int(labelled)}"
     df = pd.read_csv(DATA / ser["key"])
     train = df.iloc[:ser["n_train"]]
@@ -290,7 +291,7 @@ def fit_product(ser: dict, w: str, seed: int, tmp: Path, share: float = 0.0, lab
     model, out = tmp / f"{tag}.onnx", tmp / f"{tag}_out.csv"
     # as distributed: 4 series repeat an hour at a DST change or step back; they are taken in file order
     t_fit, proc = cli("fit", str(tmp / f"{tag}_train.csv"), "--window", str(w), "-o", str(model),
-                      "--seed", str(seed), "--time-order", "as-read", "-q", *extra)
+                      "--seed", str(seed), "--time-order", "as-read", "-q", *extra, *fit_args)
     if proc.returncode != 0:
         raise _fail("fit --window", proc)
     t_sc, proc = cli("score", str(DATA / ser["key"]), "-m", str(model), "-o", str(out), "--time-order", "as-read")
@@ -450,6 +451,8 @@ def main() -> None:
     ap.add_argument("--contaminate", type=float, default=0.0,
                     help="vae-anomaly only: replace this share of the training points by ±6 std spikes, fitted "
                          "without and with --labels (default 0: clean)")
+    ap.add_argument("--fit-args", default="[]", help="further `vae-anomaly fit` options of the vae-anomaly method, "
+                    'a JSON list (e.g. \'["--seasons", "auto"]\')")
     ap.add_argument("--slices", action="store_true",
                     help="vae-anomaly: also score each series one day a slice through score --state, check the "
                          "scores equal the one file's, and report the sliced flags")
@@ -524,7 +527,8 @@ def main() -> None:
                                                                          (args.contaminate, True)]
                 jobs = [(k, w, seed, v) for k in keys for w in windows_arg for seed in seeds for v in variants]
                 with ThreadPoolExecutor(args.jobs) as pool:
-                    futs = {pool.submit(fit_product, series[k], w, seed, tmp, *v, slices=args.slices): (k, w, seed, v)
+                    futs = {pool.submit(fit_product, series[k], w, seed, tmp, *v, slices=args.slices,
+                                        fit_args=tuple(json.loads(args.fit_args))): (k, w, seed, v)
                             for k, w, seed, v in jobs}
                     for fut, (k, w, seed, (share, labelled)) in futs.items():
                         name = f"vae-anomaly W={w}" + (f" contaminated {share:g}" + (" labelled" if labelled else "")

@@ -92,6 +92,33 @@ def job(k: str, seasonal: bool, out: Path, allw: dict) -> tuple:
     return k, seasonal, ev["roc_auc"], ev["ap"], ev["far"], ev["event_recall"]
 
 
+def compare(seasons_json: Path, variants_json: Path) -> None:
+    """Per half and over all series: mean ROC-AUC and AP without the condition, with it (a series whose
+    training part spans no season keeps its unconditioned figures), and KNN's; the series up and down
+    by more than 0.002; the two-sided Wilcoxon signed-rank p of the paired differences."""
+    from scipy.stats import wilcoxon
+
+    from nab_alarms import HALVES_SEED  # benchmarks/nab_alarms.py: the halves its step was chosen on
+
+    plain = json.loads(variants_json.read_text())["per_series"]
+    cond = {r["series"]: r for r in json.loads(seasons_json.read_text())["per_series"] if r["conditioned"]}
+    keys = sorted(plain)
+    perm = np.random.default_rng(HALVES_SEED).permutation(len(keys))
+    halves = {"H1": sorted(keys[i] for i in perm[: len(keys) // 2]),
+              "H2": sorted(keys[i] for i in perm[len(keys) // 2:]), "all": keys}
+    for h, ks in halves.items():
+        for m in ("roc_auc", "ap"):
+            a = np.array([plain[k]["neg-elbo"][m] for k in ks])
+            b = np.array([cond[k][m] if k in cond and np.isfinite(cond[k][m]) else plain[k]["neg-elbo"][m] for k in ks])
+            knn = np.array([plain[k]["knn"][m] for k in ks])
+            d = b - a
+            p = wilcoxon(b, a).pvalue if np.any(d != 0) else 1.0
+            pk = wilcoxon(b, knn).pvalue
+            print(f"{h:3s} {m:7s} ({len(ks)} series): without {a.mean():.4f}, with the season {b.mean():.4f} "
+                  f"({d.mean():+.4f}; {(d > 0.002).sum()} up, {(d < -0.002).sum()} down; p = {p:.3f}); "
+                  f"KNN {knn.mean():.4f} (with the season against KNN: {(b > knn).sum()} won, p = {pk:.3f})")
+
+
 def main() -> None:
     import argparse
 
@@ -102,7 +129,13 @@ def main() -> None:
     ap.add_argument("--all", action="store_true", help="--conditional on all 29 labelled series, conditioned "
                     "only (pair with nab_variants.py's neg-elbo), on the seasons the training part spans twice")
     ap.add_argument("--write", type=Path, help="--all: write the per-series figures here (JSON)")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("SEASONS_JSON", "VARIANTS_JSON"),
+                    help="compare a --all --write file with nab_variants.py's (the same fits without the "
+                         "condition, and KNN) on the two halves of the series (nab_alarms.py's, seed 32); no fits")
     args = ap.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     allw = json.loads((nab.DATA / "combined_windows.json").read_text())
     with ThreadPoolExecutor(2) as pool:

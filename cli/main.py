@@ -86,6 +86,11 @@ class TimeOrder(str, Enum):
     as_read = "as-read"
 
 
+class Seasons(str, Enum):
+    off = "off"
+    auto = "auto"
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
@@ -244,6 +249,9 @@ def fit(
     time_unit: Annotated[Optional[str], typer.Option(
         help="A time column of epoch numbers: their unit, s, ms, us or ns (recorded in the model; numbers "
              "without it are refused).")] = None,
+    seasons: Annotated[Seasons, typer.Option(
+        help="A series' seasons: 'auto' conditions the model on the time of day when the training period spans "
+             "2 days or more, and on the day of week from 14 (for series with daily or weekly patterns).")] = Seasons.off,
     no_header: NoHeader = False,
     delimiter: Delimiter = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -263,7 +271,7 @@ def fit(
                         id_columns=id_columns, categorical=categorical,
                         csv_format=_csv_format(no_header, delimiter), window=_parse_window(window),
                         time_column=time_column, labels=labels, time_order=time_order.value,
-                        time_unit=time_unit)
+                        time_unit=time_unit, seasons=seasons.value)
         if not quiet:
             t = meta["training"]
             _err().print(f"wrote {output}: {t['n_train']} training rows, {t['n_val']} calibration rows, "
@@ -272,6 +280,7 @@ def fit(
                 sp = meta["series"]
                 _err().print(f"windows of {sp['window']} steps of {sp['step_seconds']:g} s over "
                              f"{', '.join(sp['metrics'])}; {sp['inserted_steps']} missing steps inserted"
+                             + (f"; conditioned on the time of {' and '.join(sp['season'])}" if sp.get("season") else "")
                              + (f"; {sp['out_of_order_rows']} rows out of time order taken as read"
                                 if sp.get("out_of_order_rows") else ""))
 

@@ -144,6 +144,28 @@ def test_labelled_points_become_missing_values():
     assert np.isnan(train).sum() == 8                            # point 50 sits in 8 windows
 
 
+@pytest.mark.parametrize("days, seasons, parts", [(1.9, "auto", []), (2.0, "auto", ["day"]), (13.9, "auto", ["day"]),
+                                                  (14.0, "auto", ["day", "week"]), (30.0, "off", [])])
+def test_the_seasons_are_those_the_training_period_spans_twice(days, seasons, parts):
+    t = np.array([0, int(days * 86_400e9)], np.int64) + 1_767_225_600 * 10**9
+    assert series.season_parts(t, seasons) == parts
+    with pytest.raises(InputValidationError, match="--seasons"):
+        series.season_parts(t, "weekly")
+
+
+def test_the_season_condition_is_the_phase_of_the_day_and_of_the_monday_based_week():
+    stamps = pd.to_datetime(["2026-01-05 00:00", "2026-01-05 12:00", "2026-01-07 06:00", "2026-01-11 18:00"])
+    t = stamps.to_numpy("datetime64[ns]").astype(np.int64)               # 2026-01-05 is a Monday
+    c = series.window_condition({"season": ["day", "week"]}, t)
+    day, week = np.array([0.0, 0.5, 0.25, 0.75]), np.array([0.0, 0.5, 2.25, 6.75]) / 7
+    want = np.column_stack([np.sin(2 * np.pi * day), np.cos(2 * np.pi * day),
+                            np.sin(2 * np.pi * week), np.cos(2 * np.pi * week)])
+    assert c.dtype == np.float32 and c.shape == (4, 4)
+    np.testing.assert_allclose(c, want, atol=1e-6)
+    assert series.window_condition({"season": []}, t) is None and series.window_condition({}, t) is None
+    np.testing.assert_array_equal(series.window_condition({"season": ["day"]}, t[2:]), c[2:, :2])  # row by row
+
+
 # ---------------------------------------------------------------- a window model, end to end
 
 
@@ -167,7 +189,7 @@ def work(tmp_path_factory):
     folder = tmp_path_factory.mktemp("series")
     _frame(900, 0).to_csv(folder / "train.csv", index=False)
     _frame(600, 1, spike=400).to_csv(folder / "test.csv", index=False)
-    fit_file(folder / "train.csv", folder / "model.onnx", window=12, id_columns="host",
+    fit_file(folder / "train.csv", folder / "model.onnx", window=12, id_columns="host", seasons="auto",
              config=TrainConfig(epochs=30, hidden=(32, 32), seed=0, prior_max_rows=0))
     return folder
 
@@ -592,6 +614,19 @@ def test_each_row_names_its_metrics_with_shares_of_its_score_alike_in_every_form
     assert all(abs(sum(r.values()) - 1) < 1e-9 for r in jsonl if len(r) == 2)
     # mem's jump at rows 300..319 is blamed on mem
     assert all(next(iter(jsonl[i])) == "mem" for i in range(305, 320))
+
+
+def test_a_window_model_takes_no_condition_from_its_caller(work, tmp_path):
+    from vae_anomaly import Scorer, score_file
+    from vae_anomaly.training.fit import fit_file
+
+    assert Scorer(work / "model.onnx").series["season"] == ["day"]   # --seasons auto, 900 five-minute steps: 3 days
+    np.save(tmp_path / "c.npy", np.zeros((600, 2)))
+    with pytest.raises(InputValidationError, match="takes no condition"):
+        score_file(work / "test.csv", work / "model.onnx", tmp_path / "o.csv", condition=tmp_path / "c.npy")
+    with pytest.raises(InputValidationError, match="takes no condition"):
+        fit_file(work / "train.csv", tmp_path / "m.onnx", window=12, condition=tmp_path / "c.npy")
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_events_need_a_series_model_and_a_known_format(work, tmp_path):

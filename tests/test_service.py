@@ -384,7 +384,8 @@ def test_a_bad_record_is_refused_with_one_line(table_server, edit, fragment):
 
 @pytest.fixture(scope="module")
 def series_server(tmp_path_factory):
-    """(base URL, served model path, a series to score) of a window model (W = 8, a host ID column)."""
+    """(base URL, served model path, a series to score) of a window model (W = 8, a host ID column,
+    conditioned on the time of day: 300 ten-minute steps span 2 days)."""
     pytest.importorskip("torch")
     import pandas as pd
 
@@ -393,13 +394,13 @@ def series_server(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("series_serve")
     rng = np.random.default_rng(0)
-    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(400) * 5, unit="min")
+    stamps = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(400) * 10, unit="min")
     frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "host": "web-1",
                           "value": np.sin(np.arange(400) / 8) + 0.05 * rng.standard_normal(400)})
     frame.iloc[:300].to_csv(d / "train.csv", index=False)
     new = frame.iloc[300:].drop(index=[320, 321]).reset_index(drop=True)   # a gap of two steps
     new.loc[50, "value"] += 3.0
-    fit_file(d / "train.csv", d / "fitted.onnx", window=8, id_columns="host",
+    fit_file(d / "train.csv", d / "fitted.onnx", window=8, id_columns="host", seasons="auto",
              config=TrainConfig(epochs=5, hidden=(16, 16), seed=0, prior_max_rows=0))
     base, served, proc = _serve(d / "fitted.onnx", d)
     yield base, served, new
@@ -427,6 +428,9 @@ def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(serie
     assert all(t in ([], [{"metric": "value", "share": 1.0}]) for t in out["top_metrics"]) and "top_features" not in out
     status, from_csv = request(base, "/score", new.to_csv(index=False).encode(), "text/csv")
     assert status == 200 and from_csv["scores"] == out["scores"] and from_csv["ids"] == out["ids"], from_csv
+    assert Scorer(model).series["season"] == ["day"]  # the condition comes from the time column, not the client
+    status, refused = request(base, "/score", {"records": records, "condition": [[0.0, 1.0]] * len(records)})
+    assert status == 422 and "takes no condition" in refused["error"], refused
 
     repeated = [*records[:10], records[9], *records[10:]]              # an hour logged twice
     status, refused = request(base, "/score", {"records": repeated})

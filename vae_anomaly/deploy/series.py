@@ -19,10 +19,10 @@ Variational Auto-Encoder for Seasonal KPIs in Web Applications", WWW 2018).
 * **Streaming**: :class:`Windower` carries the last W − 1 steps from one chunk to the next, so the
   windows, and the scores, are the same for any chunk size.
 
-* **Seasons**: when the training period spans at least two days (two weeks), the time of day (and
-  of week) of each window's last step is the model's condition (:func:`season_parts`,
-  :func:`window_condition`): known at scoring, fed to the encoder, the decoder and the prior, never
-  scored.
+* **Seasons** (``fit --seasons auto``; off by default): when the training period spans at least two
+  days (two weeks), the time of day (and of week) of each window's last step is the model's
+  condition (:func:`season_parts`, :func:`window_condition`): known at scoring, fed to the encoder,
+  the decoder and the prior, never scored.
 
 The metadata entry ``series`` records ``window`` (W), ``time_column``, ``step_seconds``,
 ``metrics`` and ``id_columns`` (the time column first), ``time_unit`` when the time column holds
@@ -47,11 +47,11 @@ AUTO_WINDOW_VALUES = 256
 #: how rows whose timestamp repeats or goes back are treated: refused, or taken in file order
 TIME_ORDERS = ("strict", "as-read")
 _TIME_NAMES = ("timestamp", "time")
-#: the seasons a window model can be conditioned on: (period in seconds, the training span in days
-#: from which it is), benchmarks/README.md, "NAB: metric series", "Seasons"
+#: the seasons a window model can be conditioned on (``fit --seasons auto``): (period in seconds, the
+#: training span in days from which it is), benchmarks/README.md, "NAB: metric series", "Seasons"
 SEASONS = {"day": (86_400, 2.0), "week": (7 * 86_400, 14.0)}
-#: seasons are measured on one-metric series (NAB); a series of more metrics gets none
-SEASON_MAX_METRICS = 4
+#: ``fit --seasons``: none (the default), or those the training period spans twice over
+SEASON_CHOICES = ("off", "auto")
 _MONDAY_OFFSET_S = 3 * 86_400  # 1970-01-01, day 0 of epoch time, was a Thursday: weeks start on Monday 00:00
 
 
@@ -70,14 +70,19 @@ def auto_window(n_metrics: int) -> int:
     return int(min(hi, max(lo, fit)))
 
 
-def season_parts(t: np.ndarray, n_metrics: int) -> list[str]:
-    """The seasons (keys of :data:`SEASONS`) that a training period with timestamps ``t`` (int64 ns,
-    in order) spans at least twice over: the day from 2 days, the week from 14; none for more than
-    :data:`SEASON_MAX_METRICS` metrics (not measured there)."""
+def season_parts(t: np.ndarray, seasons: str = "auto") -> list[str]:
+    """The seasons (keys of :data:`SEASONS`) of ``fit --seasons``: none for "off"; for "auto" those
+    that a training period with timestamps ``t`` (int64 ns, in order) spans at least twice over: the
+    day from 2 days, the week from 14.
+
+    Raises
+    ------
+    InputValidationError : ``seasons`` not one of :data:`SEASON_CHOICES`.
+    """
+    if seasons not in SEASON_CHOICES:
+        raise InputValidationError(f"--seasons: got {seasons!r}; expected one of {', '.join(SEASON_CHOICES)}.")
     span_days = (int(t[-1]) - int(t[0])) / 86_400e9 if t.size else 0.0
-    if n_metrics > SEASON_MAX_METRICS:
-        return []
-    return [part for part, (_, days) in SEASONS.items() if span_days >= days]
+    return [part for part, (_, days) in SEASONS.items() if seasons == "auto" and span_days >= days]
 
 
 def window_condition(spec: dict, t: np.ndarray) -> np.ndarray | None:
@@ -107,8 +112,8 @@ def refuse_condition(given, name: str) -> None:
     InputValidationError : ``given`` is not None.
     """
     if given is not None:
-        raise InputValidationError(f"{name}: a window model takes no condition; a model with seasons computes the "
-                                   "time of day and week from the time column. Score without a condition.")
+        raise InputValidationError(f"{name}: a window model takes no condition; one fitted with --seasons computes "
+                                   "the time of day and week from the time column. Score without a condition.")
 
 
 def find_time_column(arrow_schema, time_column: str | None, name: str) -> str:
@@ -535,7 +540,7 @@ def read_windows(path, spec: dict, *, labels: np.ndarray | None = None) -> tuple
 
 
 def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | None = None, name: str = "X",
-                min_val: int = 5, time_order: str = "strict", seasons: bool = True) -> tuple:
+                min_val: int = 5, time_order: str = "strict", seasons: str = "off") -> tuple:
     """Training and calibration windows of a series, its spec with the step and the seasons filled
     in, and the windows' conditions.
 
@@ -548,9 +553,9 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
     calibration window shares a time step with a training window. ``time_order`` is as in
     :class:`Windower`.
 
-    The seasons (``spec["season"]``, :func:`season_parts`) are those the series' timestamps span at
-    least twice over (none with ``seasons`` False); the conditions are their
-    :func:`window_condition` at each window's last step.
+    The seasons (``spec["season"]``) are :func:`season_parts` of the series' timestamps under
+    ``seasons`` ("off" or "auto"); the conditions are their :func:`window_condition` at each
+    window's last step (None without seasons).
 
     Returns
     -------
@@ -596,7 +601,7 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
                       f"calibrate, {w - 1} between the blocks are dropped); a longer series or a smaller --window "
                       "gives the model more to learn from.")
     out = {**spec, "step_seconds": step / 1e9, "inserted_steps": int(windower.inserted),
-           "season": season_parts(t, len(spec["metrics"])) if seasons else []}
+           "season": season_parts(t, seasons)}
     if windower.out_of_order:
         out["out_of_order_rows"] = windower.out_of_order
     c = window_condition(out, t[windower.positions >= w - 1])

@@ -41,7 +41,7 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
              progress: ProgressCallback | bool | None = None, exclude=None, id_columns=None, categorical=None,
              csv_format: CsvFormat = DEFAULT_CSV, window: int | str | None = None, time_column: str | None = None,
              labels: str | os.PathLike | None = None, time_order: str = "strict",
-             time_unit: str | None = None) -> dict:
+             time_unit: str | None = None, seasons: str = "off") -> dict:
     """Train a VAE on the rows of ``normal_file``, calibrate it, and write one ONNX model file.
 
     Parameters
@@ -80,6 +80,9 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
         ``series.out_of_order_rows``).
     time_unit : the unit of a time column of epoch numbers, "s", "ms", "us" or "ns" (recorded in the
         model; numbers without it are refused); None for dates and times.
+    seasons : a series' seasons: "off" (default), or "auto": the time of day when the training period
+        spans at least 2 days, and of week from 14, become the model's condition
+        (:func:`~vae_anomaly.deploy.series.season_parts`; docs/series.md, "Seasons").
 
     Returns
     -------
@@ -102,13 +105,12 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused now, not when the model is written
     cfg = check_config(config or TrainConfig())
     if window is not None and (condition is not None or val_condition is not None):
-        raise InputValidationError("--condition: a window model takes no condition; with a training period of "
-                                   "two days or more its condition is the time of day (and of week), computed "
-                                   "from the time column.")
+        raise InputValidationError("--condition: a window model takes no condition; --seasons auto conditions it "
+                                   "on the time of day (and of week), computed from the time column.")
     X, X_val, table, series_spec, C, C_val = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
         categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order,
-        time_unit=time_unit)
+        time_unit=time_unit, seasons=seasons)
     if series_spec is not None and cfg.hidden is None and \
             series_spec["window"] * len(series_spec["metrics"]) > series.AUTO_WINDOW_VALUES:
         cfg = replace(cfg, **WIDE_WINDOW)
@@ -158,7 +160,7 @@ def _slot_columns(table: dict | None, series_spec: dict | None) -> list[str] | N
 
 
 def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: float, exclude, id_columns, categorical,
-                   window, time_column, labels, time_order, time_unit):
+                   window, time_column, labels, time_order, time_unit, seasons="off"):
     """(X, X_val or None, table schema or None, series spec or None, and a series' seasons'
     conditions of X and X_val or None, None) read from the training files."""
     is_table = Path(normal_file).suffix.lower() in TABLE_SUFFIXES
@@ -176,11 +178,12 @@ def _training_rows(normal_file, val, csv_format: CsvFormat, *, val_fraction: flo
                           columns=series.needed_columns(spec))
         y = read_matrix(labels, csv_format) if labels is not None else None
         X, X_val, spec, C, C_val = series.fit_windows(data, spec, val_fraction=val_fraction, labels=y,
-                                                      name=str(normal_file), time_order=time_order)
+                                                      name=str(normal_file), time_order=time_order, seasons=seasons)
         return X, X_val, None, spec, C, C_val
-    if labels is not None or time_column is not None or time_order != "strict" or time_unit is not None:
-        raise InputValidationError("--labels, --time-column, --time-order and --time-unit belong to a series fit: "
-                                   "add --window.")
+    if labels is not None or time_column is not None or time_order != "strict" or time_unit is not None or \
+            seasons != "off":
+        raise InputValidationError("--labels, --time-column, --time-order, --time-unit and --seasons belong to a "
+                                   "series fit: add --window.")
     if is_table:
         X, table = read_fit_table(normal_file, csv_format, exclude=exclude, id_columns=id_columns,
                                   categorical=categorical)
