@@ -451,8 +451,8 @@ def main() -> None:
     ap.add_argument("--contaminate", type=float, default=0.0,
                     help="vae-anomaly only: replace this share of the training points by ±6 std spikes, fitted "
                          "without and with --labels (default 0: clean)")
-    ap.add_argument("--fit-args", default="[]", help="further `vae-anomaly fit` options of the vae-anomaly method, "
-                    'a JSON list (e.g. \'["--seasons", "auto"]\')")
+    ap.add_argument("--fit-args", default="[]", help="further `vae-anomaly fit` options of the vae-anomaly "
+                    "method, a JSON list, e.g. [\"--seasons\", \"auto\"]")
     ap.add_argument("--slices", action="store_true",
                     help="vae-anomaly: also score each series one day a slice through score --state, check the "
                          "scores equal the one file's, and report the sliced flags")
