@@ -236,6 +236,8 @@ def test_well_formed_metadata_passes():
     artifact.check_metadata(_table(lambda t: t.update(column_order=["colour", "age", "income"])), "m")
     artifact.check_metadata(_series_meta(), "m")
     artifact.check_metadata(_series_meta(step_seconds=0.001), "m")
+    seasonal = _series_meta(season=["day", "week"])
+    artifact.check_metadata({**seasonal, "condition": {"kind": "numeric", "size": 4}}, "m")
     artifact.check_metadata(_meta(latent_dim=2, input_shape=[2, 3], training=_training(), n_calibration=2,
                                   calibration_cap=20000, thresholds={"neg-elbo": 1.5},
                                   condition={"kind": "categorical", "n_categories": 3},
@@ -348,6 +350,13 @@ BAD_NUMBERS = [  # (id, metadata, the field named)
     ("series step true", _series_meta(step_seconds=True), "series is malformed"),
     ("series inserted_steps negative", _series_meta(inserted_steps=-1), "series.inserted_steps=-1"),
     ("series out_of_order_rows float", _series_meta(out_of_order_rows=2.5), "series.out_of_order_rows=2.5"),
+    ("series season unknown", {**_series_meta(season=["month"]), "condition": {"kind": "numeric", "size": 2}},
+     "season disagrees"),
+    ("series season without its condition", _series_meta(season=["day"]), "season disagrees"),
+    ("series season of another width", {**_series_meta(season=["day"]), "condition": {"kind": "numeric", "size": 4}},
+     "season disagrees"),
+    ("series season repeated", {**_series_meta(season=["day", "day"]), "condition": {"kind": "numeric", "size": 4}},
+     "season disagrees"),
     ("training not an object", _meta(training=[]), r"training=\[\]"),
     ("training rows negative", _meta(training=_training(n_train=-5)), "training.n_train=-5"),
     ("training epochs float", _meta(training=_training(best_epoch=1.5)), "training.best_epoch=1.5"),

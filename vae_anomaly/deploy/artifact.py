@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import InputValidationError, ModelArtifactError
 from . import conditions, onnx_proto
 from .schema import VALUE_KINDS
-from .series import STEP_SECONDS_RANGE, TIME_UNITS
+from .series import SEASONS, STEP_SECONDS_RANGE, TIME_UNITS
 from .calibration import CALIBRATION_CAP
 
 METADATA_KEY = "vae_anomaly"
@@ -499,7 +499,8 @@ def _check_numbers(meta: dict, name: str) -> None:
 def _check_series(meta: dict, name: str) -> None:
     """Check the optional ``series`` entry of a window model (docs/model-file.md): W >= 2, a time
     column, a step within :data:`STEP_SECONDS_RANGE`, metrics and ID columns, n_features = W × metrics,
-    a masked graph, and counts of inserted steps and out-of-order rows >= 0."""
+    a masked graph, counts of inserted steps and out-of-order rows >= 0, and seasons that match the
+    graph's condition (2 numeric values each)."""
     spec = meta.get("series")
     if spec is None:
         return
@@ -522,6 +523,13 @@ def _check_series(meta: dict, name: str) -> None:
             raise _out_of_bounds(name, f"series.{key}", spec[key], f"an integer from 0 to {MAX_COUNT}")
     if "time_unit" in spec and spec["time_unit"] not in TIME_UNITS:
         raise _out_of_bounds(name, "series.time_unit", spec["time_unit"], f"one of {', '.join(TIME_UNITS)}")
+    season = spec.get("season", [])
+    width = 2 * len(season) if isinstance(season, list) else -1
+    if not (isinstance(season, list) and len(set(season)) == len(season) and all(p in SEASONS for p in season)) \
+            or conditions.width(meta.get("condition")) != width \
+            or (width and meta["condition"].get("kind") != "numeric"):
+        raise ModelArtifactError(f"{where} season disagrees with the graph: expected distinct seasons of "
+                                 f"{', '.join(SEASONS)} and a numeric condition of 2 values each (none without).")
 
 
 def _is_str_list(value) -> bool:
