@@ -3,6 +3,8 @@ three seasonal series (nyc_taxi, machine_temperature, ambient_temperature)?
 
     python benchmarks/nab_seasons.py /tmp/nab_seasons      # 6 fits, about 10 min on 2 cores
     python benchmarks/nab_seasons.py /tmp/nab_seasons --conditional --seeds 0,1   # 12 fits, about 15 min
+    python benchmarks/nab_seasons.py /tmp/nab_all --conditional --all --write results/nab_seasons_all.json  # 29 fits
+    python benchmarks/nab_seasons.py --compare results/nab_seasons_all.json results/nab_variants_bound.json
 
 The product path as ``nab.py`` runs it (``fit --window 64`` on the first 15%, seed 0, ``--time-order
 as-read``; the whole series scored with ``--threshold auto``), once as is and once with four extra
@@ -15,7 +17,10 @@ same four values at each window's last time step feed the encoder, the decoder a
 m(c), and are not scored (no likelihood term). On the script's windows of the standardized series
 (``nab.window_matrix``, as ``nab_variants.py``: training windows inside the first 15%,
 ``--val-fraction`` as there), once without and once with the condition per seed, scored in process
-(the negative ELBO), beside KNN on the same windows; prints ROC-AUC and AP per series and seed."""
+(the negative ELBO), beside KNN on the same windows; prints ROC-AUC and AP per series and seed.
+With ``--all``, every labelled series, conditioned only, on the seasons its training part spans twice
+(the day from 2 days, the week from 14: ``fit --seasons auto``'s rule); ``--compare`` pairs that
+record with ``nab_variants.py``'s unconditioned fits of the same windows, per half of the series."""
 import json, os, subprocess, sys, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
