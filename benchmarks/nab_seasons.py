@@ -32,11 +32,12 @@ KEYS = ["realKnownCause/nyc_taxi.csv", "realKnownCause/machine_temperature_syste
 
 
 def season(ts, parts=("day", "week")) -> np.ndarray:
-    """(n, 2 per part) float32: sin and cos of the time of day and/or of the time of week of each timestamp."""
-    t = pd.to_datetime(ts)
-    day = (t.dt.hour * 3600 + t.dt.minute * 60 + t.dt.second) / 86400.0
-    phase = {"day": day, "week": (t.dt.day_of_week + day) / 7.0}
-    return np.column_stack([f(2 * np.pi * phase[p]) for p in parts for f in (np.sin, np.cos)]).astype(np.float32)
+    """(n, 2 per part) float32: sin and cos of the time of day and/or of week of each timestamp, as the
+    product computes them (``vae_anomaly.deploy.series.window_condition``)."""
+    from vae_anomaly.deploy.series import window_condition
+
+    t = pd.to_datetime(ts).to_numpy("datetime64[ns]").astype(np.int64)
+    return window_condition({"season": list(parts)}, t)
 
 
 def season_parts(ts, n_train: int) -> tuple[str, ...]:
