@@ -616,6 +616,20 @@ def test_each_row_names_its_metrics_with_shares_of_its_score_alike_in_every_form
     assert all(next(iter(jsonl[i])) == "mem" for i in range(305, 320))
 
 
+def test_a_model_with_seasons_scores_the_same_values_by_their_time_of_day(work, tmp_path):
+    from vae_anomaly import score_file
+
+    test = pd.read_csv(work / "test.csv")
+    later = pd.to_datetime(test["timestamp"]) + pd.Timedelta(hours=12)          # the same steps, half a day on
+    test.assign(timestamp=later.dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(tmp_path / "later.csv", index=False)
+    day = pd.to_datetime(test["timestamp"]) + pd.Timedelta(days=7)              # the same time of day, a week on
+    test.assign(timestamp=day.dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(tmp_path / "week.csv", index=False)
+    base, shifted, same = (score_file(f, work / "model.onnx", tmp_path / f"{i}.csv").scores
+                           for i, f in enumerate([work / "test.csv", tmp_path / "later.csv", tmp_path / "week.csv"]))
+    np.testing.assert_array_equal(same, base)                    # only the time of day enters (no week season)
+    assert np.mean(np.abs(shifted - base) > 1e-3) > 0.9          # at another time of day the same values score otherwise
+
+
 def test_a_window_model_takes_no_condition_from_its_caller(work, tmp_path):
     from vae_anomaly import Scorer, score_file
     from vae_anomaly.training.fit import fit_file
