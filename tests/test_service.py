@@ -429,6 +429,8 @@ def test_a_window_model_scores_records_and_csv_as_a_series_like_score_file(serie
     status, from_csv = request(base, "/score", new.to_csv(index=False).encode(), "text/csv")
     assert status == 200 and from_csv["scores"] == out["scores"] and from_csv["ids"] == out["ids"], from_csv
     assert Scorer(model).series["season"] == ["day"]  # the condition comes from the time column, not the client
+    summary = request(base, "/model")[1]
+    assert summary["series"]["season"] == ["day"] and summary["condition"] is None, summary
     status, refused = request(base, "/score", {"records": records, "condition": [[0.0, 1.0]] * len(records)})
     assert status == 422 and "takes no condition" in refused["error"], refused
 

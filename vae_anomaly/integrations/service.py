@@ -143,7 +143,8 @@ class ModelHolder:
 
 def _model_summary(scorer: Scorer) -> dict:
     """What a client needs to know of the serving model (``GET /model``): its input columns and their
-    kinds (no categories), ID columns, a window model's series, the condition, scores, alpha,
+    kinds (no categories), ID columns, a window model's series (with its seasons), the condition a
+    client sends (None for a window model), scores, alpha,
     thresholds, version and id; not the training data's statistics, categories or calibration scores."""
     meta, table, spec = scorer.metadata, scorer.table, scorer.series
     id_columns = spec["id_columns"] if spec is not None else table["id_columns"] if table is not None else []
@@ -154,8 +155,10 @@ def _model_summary(scorer: Scorer) -> dict:
         "columns": None if table is None else [{"name": f["name"], "kind": f["kind"]} for f in table["features"]],
         "id_columns": id_columns,
         "series": None if spec is None else {**{k: spec[k] for k in ("window", "time_column", "step_seconds", "metrics")},
-                                             "time_unit": spec.get("time_unit")},
-        "condition": scorer.condition, "score_names": scorer.score_names, "default_score": scorer.default_score,
+                                             "time_unit": spec.get("time_unit"), "season": spec.get("season", [])},
+        # a window model's condition (its seasons) comes from the time column, never from the client
+        "condition": scorer.condition if spec is None else None,
+        "score_names": scorer.score_names, "default_score": scorer.default_score,
         "score_direction": meta.get("score_direction"), "alpha": scorer.alpha, "thresholds": meta["thresholds"],
         "auto_threshold": meta.get("auto_threshold"), "n_calibration": len(scorer.calibration[scorer.default_score]),
     }
