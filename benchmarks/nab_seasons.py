@@ -31,20 +31,17 @@ KEYS = ["realKnownCause/nyc_taxi.csv", "realKnownCause/machine_temperature_syste
         "realKnownCause/ambient_temperature_system_failure.csv"]
 
 
+def _ns(ts) -> np.ndarray:
+    """Timestamps as int64 nanoseconds (a naive clock read as UTC, as the product reads it)."""
+    return pd.to_datetime(ts).to_numpy("datetime64[ns]").astype(np.int64)
+
+
 def season(ts, parts=("day", "week")) -> np.ndarray:
     """(n, 2 per part) float32: sin and cos of the time of day and/or of week of each timestamp, as the
     product computes them (``vae_anomaly.deploy.series.window_condition``)."""
     from vae_anomaly.deploy.series import window_condition
 
-    t = pd.to_datetime(ts).to_numpy("datetime64[ns]").astype(np.int64)
-    return window_condition({"season": list(parts)}, t)
-
-
-def season_parts(ts, n_train: int) -> tuple[str, ...]:
-    """The seasons a training part of ``n_train`` points spans at least twice: the day from 2 days,
-    the week from 14."""
-    span = (pd.to_datetime(ts).iloc[n_train - 1] - pd.to_datetime(ts).iloc[0]).total_seconds() / 86400.0
-    return tuple(p for p, days in (("day", 2.0), ("week", 14.0)) if span >= days)
+    return window_condition({"season": list(parts)}, _ns(ts))
 
 
 def conditional_job(k: str, conditioned: bool, seed: int, out: Path, allw: dict, spans: bool = False) -> tuple:
@@ -55,7 +52,9 @@ def conditional_job(k: str, conditioned: bool, seed: int, out: Path, allw: dict,
     ser = nab.load_series(k, allw[k])
     w = 64
     X = nab.window_matrix(ser["z"], w)
-    parts = season_parts(ser["ts"], ser["n_train"]) if spans else ("day", "week")
+    from vae_anomaly.deploy.series import season_parts  # fit --seasons auto's rule, on the training part
+
+    parts = tuple(season_parts(_ns(ser["ts"][:ser["n_train"]]), "auto")) if spans else ("day", "week")
     if conditioned and not parts:
         return k, conditioned, seed, float("nan"), float("nan"), float("nan"), float("nan"), parts
     C = season(ser["ts"], parts or ("day",))[w - 1:]  # the season of each window's last step

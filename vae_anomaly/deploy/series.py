@@ -588,7 +588,8 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
                                    "(and --time-unit), or resample the series.")
     windower = Windower(spec["window"], step, name=name, time_column=spec["time_column"], time_order=time_order)
     windows = windower.add(t, values)
-    usable = windows[windower.positions >= w - 1]           # rows with W − 1 steps before them
+    full = windower.positions >= w - 1                      # rows with W − 1 steps before them
+    usable = windows[full]
     n_val = max(min_val, int(np.ceil(val_fraction * usable.shape[0])))
     n_train = usable.shape[0] - n_val - (w - 1)
     if n_train < 1:
@@ -604,6 +605,6 @@ def fit_windows(table, spec: dict, *, val_fraction: float, labels: np.ndarray | 
            "season": season_parts(t, seasons)}
     if windower.out_of_order:
         out["out_of_order_rows"] = windower.out_of_order
-    c = window_condition(out, t[windower.positions >= w - 1])
+    c = window_condition(out, t[full])
     return (usable[:n_train], usable[-n_val:], out, None if c is None else c[:n_train],
             None if c is None else c[-n_val:])

@@ -104,9 +104,8 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     check_alpha(alpha)
     model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused now, not when the model is written
     cfg = check_config(config or TrainConfig())
-    if window is not None and (condition is not None or val_condition is not None):
-        raise InputValidationError("--condition: a window model takes no condition; --seasons auto conditions it "
-                                   "on the time of day (and of week), computed from the time column.")
+    if window is not None:
+        series.refuse_condition(condition if condition is not None else val_condition, "--condition")
     X, X_val, table, series_spec, C, C_val = _training_rows(
         normal_file, val, csv_format, val_fraction=cfg.val_fraction, exclude=exclude, id_columns=id_columns,
         categorical=categorical, window=window, time_column=time_column, labels=labels, time_order=time_order,
