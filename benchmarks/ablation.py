@@ -10,7 +10,11 @@ from the same encoder and decoder, so that the differences between variants are 
 * ``L16``, ``L4``, ``L1``: the Monte Carlo negative ELBO over the first L of the 16 fixed noise
   vectors, −(1/L) Σ_l log p(x|z_l) + KL (the default score before the posterior mean);
 * ``mean+prior``: the posterior mean with the training rows' aggregate posterior as the latent
-  prior when there are at most 4,096 training rows (N(0, I) above, as the option does).
+  prior when there are at most 4,096 training rows (N(0, I) above, as the option does);
+* ``knnz5``, ``mean+knnz5``, ``recon+knnz5`` (and ``20`` for the 20th neighbour, ``@4096`` for a
+  sample of 4,096 training rows): the latent kNN density of the training rows' posterior means, alone,
+  in place of N(0, I) in the negative ELBO, or added to the reconstruction term
+  (``_latent_knn_variants``).
 
 Writes one JSON line per (dataset, seed): ROC-AUC and average precision of each variant, fit seconds,
 epochs run. Workers: ``--jobs`` processes with one math thread each, as ``vae-anomaly benchmark --jobs``.
@@ -64,6 +68,47 @@ def _variants(vae, eps, xs_train, x_te):
 
     out = {name: scores(lambda x, g=g: g(x)[0]) for name, g in graphs.items()}
     out.update({f"L{n}": scores(lambda x, n=n: monte_carlo(graphs["mean"], x, n)) for n in (16, 4, 1)})
+    out.update(_latent_knn_variants(vae, graphs["mean"], xs_train, x_te, scores))
+    return out
+
+
+def _latent_knn_variants(vae, graph, xs_train, x_te, scores) -> dict:
+    """The latent kNN density in place of the N(0, I) prior (issue 29, item 3: a score that combines
+    the ELBO with the latent density), from the same model; name -> the test rows' scores (n,).
+
+    The k-nearest-neighbour density estimate of the training rows' posterior means μ(x_i) at a test
+    row's μ(x) is p̂(μ) = K / (N V r_K(μ)^k) (Loftsgaarden & Quesenberry 1965, Ann. Math. Statist.
+    36(3); k latent dimensions, V the unit ball's volume, r_K the distance to the K-th neighbour), so
+    −log p̂(μ) = k log r_K(μ) + const. The negative ELBO at the posterior mean holds
+    −log N(μ; 0, I) = ½|μ|² + const in its KL; ``mean+knnzK`` swaps that term for k log r_K(μ):
+    −log p(x|μ) + ½ Σ (σ² − 1 − log σ²) + k log r_K(μ). ``recon+knnzK`` drops the rest of the KL,
+    ``knnzK`` is k log r_K(μ) alone, and ``…@4096`` takes the neighbours among a seeded sample of at
+    most 4,096 training rows (what one graph would hold).
+    """
+    import torch
+
+    xs = vae.observed(xs_train)[0] if vae.arch.masked else xs_train
+    mu_all = torch.cat([vae.encode(xs[i : i + 8192])[0] for i in range(0, len(xs), 8192)]).double()
+    sample = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(mu_all))[:4096]))
+    k_dim = mu_all.shape[1]
+
+    def parts(x):  # (n, 5): recon, neg ELBO − ½|μ|², and k log r_K for K = 5, 20 over all rows and the sample
+        neg_elbo, recon = graph(x)[:2]
+        mu = graph.posterior(x)[3].double()
+        cols = [recon.double(), neg_elbo.double() - 0.5 * (mu * mu).sum(1)]
+        for ref in (mu_all, mu_all[sample]):
+            dist = torch.cdist(mu, ref)
+            for kk in (5, 20):
+                r = dist.kthvalue(min(kk, ref.shape[0]), dim=1).values
+                cols.append(k_dim * torch.log(r.clamp_min(1e-12)))
+        return torch.stack(cols, 1)
+
+    p = scores(parts)
+    out = {}
+    for j, name in enumerate(("knnz5", "knnz20", "knnz5@4096", "knnz20@4096"), start=2):
+        out[name] = p[:, j]
+        out["mean+" + name] = p[:, 1] + p[:, j]
+        out["recon+" + name] = p[:, 0] + p[:, j]
     return out
 
 

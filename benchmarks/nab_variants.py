@@ -18,6 +18,10 @@ window. Variants of the score of timestamp t (the window ending at t):
 * ``soft10``, ``soft30``, ``cap10``, ``cap30`` (issue 32, item 4: one extreme slot does not dominate):
   the negative ELBO with each window slot's term t bounded at c = 10 or 30 nats, softly
   (c + log(1 + t − c) above c: slope 1 at c, logarithmic beyond) or by a cap (min(t, c));
+* ``knnz5``, ``ne+knnz5``, ``recon+knnz5`` (issue 29's latent density, on windows): k log r₅(μ), the
+  latent kNN density's −log p̂(μ) up to a constant (Loftsgaarden & Quesenberry 1965), r₅ the
+  distance from the window's posterior mean μ to the 5th nearest training window's; alone, in place
+  of the KL's ½|μ|² in the negative ELBO, or added to the reconstruction term (``recon``);
 * ``knn`` and ``iforest`` on the same windows, fitted on all training windows.
 
 ``--conv`` fits the convolutional VAE (``--arch conv``) on windows shaped (1, 1, W): 3×3 kernels,
@@ -39,7 +43,7 @@ import numpy as np
 import nab  # benchmarks/nab.py, beside this script
 
 VARIANTS = ["neg-elbo", "recon", "last1", "last4", "last8", "last16", "max", "ne+last1", "soft10", "soft30", "cap10",
-            "cap30", "knn", "iforest"]
+            "cap30", "knnz5", "ne+knnz5", "recon+knnz5", "knn", "iforest"]
 
 
 def bounded(terms: np.ndarray, c: float, soft: bool) -> np.ndarray:
@@ -47,6 +51,15 @@ def bounded(terms: np.ndarray, c: float, soft: bool) -> np.ndarray:
     if soft:
         return np.where(terms <= c, terms, c + np.log1p(np.maximum(terms - c, 0.0)))
     return np.minimum(terms, c)
+
+
+def latent_knn(mu: np.ndarray, n_tr: int) -> np.ndarray:
+    """k log r₅ (n,): k latent dimensions, r₅ the distance from each row of ``mu`` (n, k) to its 5th
+    nearest neighbour among the first ``n_tr`` rows (a training row counts itself, as ``nab.knn_scores``)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    r = NearestNeighbors(n_neighbors=5).fit(mu[:n_tr]).kneighbors(mu)[0][:, -1]
+    return mu.shape[1] * np.log(np.maximum(r, 1e-12))
 
 
 def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bool, seed: int, tmp: Path) -> dict:
@@ -71,11 +84,14 @@ def one(key: str, windows: list, w: int, fit_args: list[str], inp: str, conv: bo
     model = ModelFile(tmp / f"{tag}.onnx", intra_op_threads=1)
     ne = model.score_samples(X.reshape(shape))
     ft = model.feature_terms(X.reshape(shape))
+    mu = model.latent_means(X.reshape(shape))
+    lk = latent_knn(mu, n_tr)
     scores = {"neg-elbo": ne, "recon": ft.sum(1), "last1": ft[:, -1], "last4": ft[:, -4:].sum(1),
               "last8": ft[:, -8:].sum(1), "last16": ft[:, -16:].sum(1), "max": ft.max(1),
               "ne+last1": ne / w + ft[:, -1],
               **{f"{kind}{c}": ne - ft.sum(1) + bounded(ft, c, kind == "soft").sum(1)
                  for kind in ("soft", "cap") for c in (10, 30)},
+              "knnz5": lk, "ne+knnz5": ne - 0.5 * (mu.astype(np.float64) ** 2).sum(1) + lk, "recon+knnz5": ft.sum(1) + lk,
               "knn": nab.knn_scores(X[:n_tr], X)[0],
               "iforest": nab.iforest_scores(X[:n_tr], X, seed)}
     out = {v: nab.evaluate(ser, nab.expand(s, ser["n"], w), None) for v, s in scores.items()}
