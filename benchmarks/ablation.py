@@ -6,7 +6,8 @@ cap), one VAE trained with ``--config`` (JSON of TrainConfig fields over the def
 every column or of the skewed ones (``_transform``), fitted on the training rows and applied outside
 the graph, and ``"iwae_samples": K`` to screen the IWAE training objective with K samples
 (``_iwae_loss``); the prior never changes training, so it is built here), then the test rows'
-negative ELBO under each score variant from the same encoder and decoder, so that the differences between variants are the variants' alone:
+negative ELBO under each score variant from the same encoder and decoder, so that the differences
+between variants are the variants' alone:
 
 * ``mean``: the default, the decoder at the posterior mean: −log p(x|μ(x)) + KL, N(0, I) prior;
 * ``L16``, ``L4``, ``L1``: the Monte Carlo negative ELBO over the first L of the 16 fixed noise
