@@ -4,8 +4,9 @@ For each (dataset, seed): the benchmark's split (``vae_anomaly.evaluation.benchm
 cap), one VAE trained with ``--config`` (JSON of TrainConfig fields over the defaults, plus
 ``"transform": "yeo-johnson"`` or ``"yeo-johnson-skewed"`` to screen a Yeo-Johnson power transform of
 every column or of the skewed ones (``_transform``), fitted on the training rows and applied outside
-the graph, and ``"iwae_samples": K`` to screen the IWAE training objective with K samples
-(``_iwae_loss``); the prior never changes training, so it is built here), then the test rows'
+the graph, ``"iwae_samples": K`` to screen the IWAE training objective with K samples
+(``_iwae_loss``), and ``"ensemble": M`` for M VAEs (seeds s, s + 1000, ...) scored by the mean of
+their scores; the prior never changes training, so it is built here), then the test rows'
 negative ELBO under each score variant from the same encoder and decoder, so that the differences
 between variants are the variants' alone:
 
@@ -171,25 +172,30 @@ def _task(name: str, path: str, seed: int, config: dict, max_rows: int) -> dict:
     warnings.simplefilter("ignore")
     X, y = load_labelled(path)
     tr, te = split(y, seed, max_rows)
-    settings = {k: v for k, v in config.items() if k not in ("transform", "iwae_samples")}
-    cfg = TrainConfig(seed=seed, **{**settings, "prior_max_rows": 0})
+    settings = {k: v for k, v in config.items() if k not in ("transform", "iwae_samples", "ensemble")}
     X = _transform(X, tr, config.get("transform"))
     if config.get("iwae_samples"):
         from vae_anomaly.training import loop
 
         loop.training_loss = functools.partial(_iwae_loss, n_samples=int(config["iwae_samples"]))
-    t = time.perf_counter()
-    result = train(X[tr], config=cfg)
-    fit_seconds = time.perf_counter() - t
-    vae, eps = result.graph.vae, result.graph.eps
-    rows, _ = split_rows(len(tr), cfg.val_fraction, cfg.seed)
-    xs = vae.standardize(torch.as_tensor(X[tr][rows], dtype=torch.float32))
     x_te = torch.as_tensor(X[te], dtype=torch.float32)
+    fit_seconds, epochs, members = 0.0, [], []
+    for j in range(int(config.get("ensemble", 1))):  # an ensemble's member j has seed + 1000 j
+        cfg = TrainConfig(seed=seed + 1000 * j, **{**settings, "prior_max_rows": 0})
+        t = time.perf_counter()
+        result = train(X[tr], config=cfg)
+        fit_seconds += time.perf_counter() - t
+        epochs.append(result.summary.get("epochs_run"))
+        vae, eps = result.graph.vae, result.graph.eps
+        rows, _ = split_rows(len(tr), cfg.val_fraction, cfg.seed)
+        xs = vae.standardize(torch.as_tensor(X[tr][rows], dtype=torch.float32))
+        with torch.no_grad():
+            members.append(_variants(vae, eps, xs, x_te))
     rec = {"dataset": name, "seed": seed, "config": config, "n_train": int(len(rows)),
-           "fit_seconds": fit_seconds, "epochs": result.summary.get("epochs_run")}
-    with torch.no_grad():
-        for v, s in _variants(vae, eps, xs, x_te).items():
-            rec[v] = {"roc_auc": float(roc_auc_score(y[te], s)), "average_precision": float(average_precision_score(y[te], s))}
+           "fit_seconds": fit_seconds, "epochs": epochs[0] if len(epochs) == 1 else epochs}
+    for v in members[0]:  # an ensemble's score: its members' mean
+        s = np.mean([m[v] for m in members], axis=0)
+        rec[v] = {"roc_auc": float(roc_auc_score(y[te], s)), "average_precision": float(average_precision_score(y[te], s))}
     return rec
 
 
