@@ -128,12 +128,13 @@ def _transform(X: np.ndarray, tr: np.ndarray, kind: str | None) -> np.ndarray:
         return X
     if kind not in ("yeo-johnson", "yeo-johnson-skewed"):
         raise ValueError(f"transform: got {kind!r}; expected 'yeo-johnson' or 'yeo-johnson-skewed'")
+    X = X.astype(np.float64, copy=True)
+    x_tr = X[tr]
     cols = np.arange(X.shape[1])
     if kind == "yeo-johnson-skewed":
-        cols = cols[np.abs(np.nan_to_num(skew(X[tr], axis=0))) > 1.0]
-    X = X.astype(np.float64, copy=True)
+        cols = cols[np.abs(np.nan_to_num(skew(x_tr, axis=0))) > 1.0]
     if len(cols):
-        pt = PowerTransformer(method="yeo-johnson").fit(X[tr][:, cols])
+        pt = PowerTransformer(method="yeo-johnson").fit(x_tr[:, cols])
         X[:, cols] = np.nan_to_num(pt.transform(X[:, cols]), posinf=1e6, neginf=-1e6)
     return X
 
@@ -144,7 +145,7 @@ def _iwae_loss(vae, xs, beta, cs=None, free_bits=0.0, missing=True, *, n_samples
     averaged over the batch; numeric unconditional tables only (what the shared datasets are)."""
     import torch
 
-    from vae_anomaly.training.scores import LOG_2PI, gaussian_log_prob
+    from vae_anomaly.training.scores import gaussian_log_prob
 
     if cs is not None or vae.arch.categories or beta != 1.0 or free_bits:
         raise ValueError("the IWAE screen covers numeric unconditional tables at beta 1 only")
@@ -153,8 +154,9 @@ def _iwae_loss(vae, xs, beta, cs=None, free_bits=0.0, missing=True, *, n_samples
     z = vae.reparameterize(mu, logvar, eps)  # (K, n, k)
     x_mu, x_logvar = vae.decode(z)
     log_px = gaussian_log_prob(xs, x_mu, x_logvar).float().sum(-1)
-    log_pz = -0.5 * (z * z + LOG_2PI).sum(-1)
-    log_qz = -0.5 * (eps * eps + logvar + LOG_2PI).sum(-1)
+    zero = torch.zeros((), dtype=z.dtype)
+    log_pz = gaussian_log_prob(z, zero, zero).sum(-1)
+    log_qz = gaussian_log_prob(z, mu, logvar).sum(-1)
     log_w = log_px + log_pz - log_qz
     return -(torch.logsumexp(log_w, 0) - np.log(n_samples)).mean()
 
