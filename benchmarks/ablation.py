@@ -35,6 +35,8 @@ has at most M training rows, mean above).
 record set is read by its method name) and prints the mean ROC-AUC of each, the mean per-dataset
 difference, the datasets that moved by more than 0.002, and the Wilcoxon signed-rank p-value over
 the per-dataset differences (3-seed means), as the defaults rule asks (docs/design.md).
+``floors A`` checks issue 29's floor: each dataset's 3-seed mean in A against its best 3-seed mean
+in any committed version of ``results/benchmark.json`` (read from git).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os
 import sys
 import time
 import warnings
@@ -361,6 +364,44 @@ def choose(args) -> None:
     print("\n".join(verdict(diffs, args.kind)))
 
 
+def published_best(path: str = "results/benchmark.json", method: str = "vae") -> dict:
+    """{dataset: (best 3-seed mean ROC-AUC of ``method``, commit)} over every committed version of
+    the published table ``path`` (its git history: ``git log`` and ``git show``, run in this folder)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout
+
+    best: dict = {}
+    for commit in git("log", "--format=%h", "--", path).split():
+        recs = json.loads(git("show", f"{commit}:./{path}"))["results"]
+        seeds: dict = {}
+        for r in recs:
+            if r["method"] == method:
+                seeds.setdefault(r["dataset"], []).append(r["roc_auc"])
+        for d, v in seeds.items():
+            if len(v) == 3 and np.mean(v) > best.get(d, (-1.0, ""))[0]:
+                best[d] = (float(np.mean(v)), commit)
+    return best
+
+
+def floors(args) -> None:
+    """Issue 29's floor: no dataset more than ``--margin`` below its best published 3-seed mean."""
+    a, best = _load(args.a), published_best()
+    failing = 0
+    for d in sorted(best):
+        v = [a[k][0] for k in a if k[0] == d]
+        if len(v) != 3:
+            print(f"{d:22s} best {best[d][0]:.4f} ({best[d][1]}): {len(v)} seeds in A, not judged")
+            continue
+        short = np.mean(v) < best[d][0] - args.margin
+        failing += short
+        print(f"{d:22s} best {best[d][0]:.4f} ({best[d][1]}), A {np.mean(v):.4f} {np.mean(v) - best[d][0]:+.4f}"
+              + ("  below the floor" if short else ""))
+    print(f"{failing} datasets more than {args.margin} below their best published 3-seed mean")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -382,8 +423,12 @@ def main() -> None:
     h.add_argument("candidates", nargs="+", help="FILE:VARIANT[,...] of each candidate")
     h.add_argument("--kind", choices=("saving", "cost"), required=True,
                    help="saving: the candidates are cheaper than the default; cost: they cost more")
+    f = sub.add_parser("floors", help="each dataset against its best published 3-seed mean (git history of "
+                                      "results/benchmark.json)")
+    f.add_argument("a", help="FILE:VARIANT[,...]")
+    f.add_argument("--margin", type=float, default=0.01)
     args = ap.parse_args()
-    {"run": run, "compare": compare, "choose": choose}[args.cmd](args)
+    {"run": run, "compare": compare, "choose": choose, "floors": floors}[args.cmd](args)
 
 
 if __name__ == "__main__":
