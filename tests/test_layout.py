@@ -77,6 +77,25 @@ def test_the_public_api_imports_with_torch_unimportable_and_training_says_what_i
     assert "needs torch" in r.stdout
 
 
+def test_fit_refuses_bad_input_before_it_imports_torch(tmp_path):
+    """A missing file or a bad option is an input error (exit code 3) that comes back without the
+    seconds of importing torch: fit_file reads and checks its input first."""
+    bad = tmp_path / "normal.csv"
+    bad.write_text("a,b\n1,2\n3,4\n")
+    r = _run("from vae_anomaly import fit_file\n"
+             "from vae_anomaly.errors import InputValidationError\n"
+             f"for kwargs in ({{'normal_file': {str(tmp_path / 'missing.csv')!r}}},\n"
+             f"               {{'normal_file': {str(bad)!r}, 'window': 4}},\n"
+             f"               {{'normal_file': {str(bad)!r}, 'labels': {str(bad)!r}}}):\n"
+             f"    try:\n"
+             f"        fit_file(output={str(tmp_path / 'model.onnx')!r}, **kwargs)\n"
+             "    except InputValidationError as e:\n"
+             "        print('refused:', e)\n"
+             "assert 'torch' not in sys.modules\n")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("refused:") == 3, r.stdout
+
+
 def test_an_unknown_public_name_is_an_attribute_error():
     import vae_anomaly
 

@@ -1,6 +1,7 @@
 """Fitting from files: the library call behind ``vae-anomaly fit`` (read, train, export, calibrate).
 
-Importing this module does not import torch; calling :func:`fit_file` does.
+Importing this module does not import torch; :func:`fit_file` does, once it has read and checked its
+input (a missing file or a bad option is refused without the seconds that import costs).
 """
 
 from __future__ import annotations
@@ -95,11 +96,6 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     OutputWriteError : ``output``'s folder cannot be written (checked before training; exit code 5).
     TrainingError : the loss diverged, or onnxruntime disagrees with torch (exit code 1).
     """
-    from .export import (
-        export_model,  # torch: imported when called, so the name imports without it
-    )
-    from .train import train
-
     check_output_folder(output)  # fail before training, not after
     check_alpha(alpha)
     model_key()  # an empty VAE_ANOMALY_MODEL_KEY is refused now, not when the model is written
@@ -121,6 +117,9 @@ def fit_file(normal_file: str | os.PathLike, output: str | os.PathLike = "model.
     if (C is None) != (C_val is None) and X_val is not None:
         raise InputValidationError("--val-condition: a conditional fit with --val needs the validation rows' "
                                    "conditions too (and only then).")
+    from .export import export_model  # torch: imported once the input has been read and checked
+    from .train import train
+
     bar, callback = _progress(progress)
     try:
         result = train(X, X_val=X_val, condition=C, condition_val=C_val, condition_kind=condition_kind, config=cfg,
