@@ -280,7 +280,7 @@ def per_dataset(a: dict, b: dict) -> dict:
     return {d: float(np.mean([a[k][0] - b[k][0] for k in keys if k[0] == d])) for d in sorted({k[0] for k in keys})}
 
 
-def verdict(diffs: list[dict], kind: str) -> list[str]:
+def verdict(diffs: list[dict], kind: str, names: list[str] | None = None) -> list[str]:
     """The protocol's decision for candidates ``diffs`` (each {dataset: A − B}, A a candidate, B the
     default) as report lines.
 
@@ -290,10 +290,13 @@ def verdict(diffs: list[dict], kind: str) -> list[str]:
     is chosen (the default, when no candidate gains there) and must win on the other half, the
     confirming one (one-sided Wilcoxon signed-rank over that half's per-dataset differences,
     p < 0.05); it is adopted when both directions choose it and confirm it.
+    The halves are those of ``names`` (all the default's datasets; None = the candidates'), restricted
+    to the datasets the candidates share with it, so that a screen on some of the datasets keeps the
+    protocol's halves.
     """
     from scipy.stats import wilcoxon
 
-    h1, h2 = halves(list(diffs[0]))
+    h1, h2 = (sorted(d for d in h if d in diffs[0]) for h in halves(names or list(diffs[0])))
     lines = [f"halves (seed {HALVES_SEED}): H1 = {', '.join(h1)}", f"                 H2 = {', '.join(h2)}"]
     if kind == "saving":
         passing = []
@@ -349,7 +352,7 @@ def compare(args) -> None:
     print("  up:   " + ", ".join(f"{d} {diff[d]:+.4f}" for d in up))
     print("  down: " + ", ".join(f"{d} {diff[d]:+.4f}" for d in down))
     if args.kind:
-        print("\n".join(verdict([diff], args.kind)))
+        print("\n".join(verdict([diff], args.kind, sorted({k[0] for k in b}))))
 
 
 def choose(args) -> None:
@@ -361,7 +364,7 @@ def choose(args) -> None:
     for i, spec in enumerate(args.candidates):
         print(f"candidate {i + 1}: {spec}")
     print(f"default: {args.default}; {len(shared)} datasets")
-    print("\n".join(verdict(diffs, args.kind)))
+    print("\n".join(verdict(diffs, args.kind, sorted({k[0] for k in base}))))
 
 
 def published_best(path: str = "results/benchmark.json", method: str = "vae") -> dict:
