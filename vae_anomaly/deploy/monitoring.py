@@ -1,5 +1,6 @@
 """Machine-readable summaries of a scored batch, and per-row attribution: features, or a window
-model's metrics with their shares of the score (numpy only)."""
+model's metrics with their shares of the score, computed with numpy from a Scorer's outputs (no
+torch)."""
 
 from __future__ import annotations
 
