@@ -243,14 +243,18 @@ def _load(spec: str) -> dict:
     for part in reversed(spec.split(",")):
         path, _, variant = part.rpartition(":")
         if path.endswith(".json"):
-            recs = json.load(open(path))["results"]
-            out.update({(r["dataset"], r["seed"]): (r["roc_auc"], r.get("fit_seconds", np.nan))
-                        for r in recs if r["method"] == variant})
+            out.update(_method_records(json.load(open(path))["results"], variant))
         else:
             with open(path) as f:
                 out.update({(r["dataset"], r["seed"]): (r[_variant(variant, r)]["roc_auc"], r["fit_seconds"])
                             for r in map(json.loads, f)})
     return out
+
+
+def _method_records(recs: list[dict], method: str) -> dict:
+    """A published table's records of ``method`` -> {(dataset, seed): (roc_auc, fit_seconds)}."""
+    return {(r["dataset"], r["seed"]): (r["roc_auc"], r.get("fit_seconds", np.nan))
+            for r in recs if r["method"] == method}
 
 
 def _variant(variant: str, rec: dict) -> str:
@@ -378,11 +382,10 @@ def published_best(path: str = "results/benchmark.json", method: str = "vae") ->
 
     best: dict = {}
     for commit in git("log", "--format=%h", "--", path).split():
-        recs = json.loads(git("show", f"{commit}:./{path}"))["results"]
         seeds: dict = {}
-        for r in recs:
-            if r["method"] == method:
-                seeds.setdefault(r["dataset"], []).append(r["roc_auc"])
+        for (d, _), (roc_auc, _) in _method_records(json.loads(git("show", f"{commit}:./{path}"))["results"],
+                                                     method).items():
+            seeds.setdefault(d, []).append(roc_auc)
         for d, v in seeds.items():
             if len(v) == 3 and np.mean(v) > best.get(d, (-1.0, ""))[0]:
                 best[d] = (float(np.mean(v)), commit)
@@ -398,9 +401,10 @@ def floors(args) -> None:
         if len(v) != 3:
             print(f"{d:22s} best {best[d][0]:.4f} ({best[d][1]}): {len(v)} seeds in A, not judged")
             continue
-        short = np.mean(v) < best[d][0] - args.margin
+        mean = float(np.mean(v))
+        short = mean < best[d][0] - args.margin
         failing += short
-        print(f"{d:22s} best {best[d][0]:.4f} ({best[d][1]}), A {np.mean(v):.4f} {np.mean(v) - best[d][0]:+.4f}"
+        print(f"{d:22s} best {best[d][0]:.4f} ({best[d][1]}), A {mean:.4f} {mean - best[d][0]:+.4f}"
               + ("  below the floor" if short else ""))
     print(f"{failing} datasets more than {args.margin} below their best published 3-seed mean")
 

@@ -87,7 +87,7 @@ def test_fit_refuses_bad_input_before_it_imports_torch(tmp_path):
              f"for kwargs in ({{'normal_file': {str(tmp_path / 'missing.csv')!r}}},\n"
              f"               {{'normal_file': {str(bad)!r}, 'window': 4}},\n"
              f"               {{'normal_file': {str(bad)!r}, 'labels': {str(bad)!r}}}):\n"
-             f"    try:\n"
+             "    try:\n"
              f"        fit_file(output={str(tmp_path / 'model.onnx')!r}, **kwargs)\n"
              "    except InputValidationError as e:\n"
              "        print('refused:', e)\n"
